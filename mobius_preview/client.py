@@ -1,0 +1,152 @@
+"""What the host application calls: submit, status, wait, cancel, queue statistics.
+
+Submission order matters for "nothing half-accepted": validate (no I/O), claim the
+jobId atomically with the queue-length check, publish, confirm. A failed publish
+releases the claim; a submitter that dies between claim and publish leaves a claim
+that expires after records.SUBMIT_GRACE_SECONDS.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import redis
+from celery.result import AsyncResult
+
+from . import metrics, records
+from .config import settings
+from .errors import BrokerUnavailable, JobNotFound, QueueFull
+from .schema import validate_payload
+
+TERMINAL = ("succeeded", "failed", "dead")
+
+
+class PreviewResult(AsyncResult):
+    """A Celery AsyncResult that also says whether this call created the job."""
+
+    created: bool = True
+    priority: str = "normal"
+
+    def job_status(self) -> dict[str, Any]:
+        return status(self.id)
+
+
+def _broker_down(exc: Exception) -> BrokerUnavailable:
+    return BrokerUnavailable(
+        f"cannot reach Redis at {settings().redis_url_masked}: {exc}; the job was not accepted"
+    )
+
+
+def submit(payload: Any, *, replay: bool = False) -> PreviewResult:
+    """Validate and enqueue a preview job; the same jobId again returns the existing job.
+
+    Raises InvalidPayload (listing every issue), QueueFull or BrokerUnavailable.
+    """
+    from .tasks import render_preview
+
+    job = validate_payload(payload)
+    priority = job.get("priority", "normal")
+    job_id = job["jobId"]
+    try:
+        outcome, detail = records.claim(job, replay=replay)
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        metrics.refused("broker")
+        raise _broker_down(exc) from None
+    result = PreviewResult(job_id, app=render_preview.app)
+    result.priority = priority
+    if outcome == "exists":
+        result.created = False
+        return result
+    if outcome == "full":
+        metrics.refused("queue_full")
+        raise QueueFull(int(detail), settings().queue_max)
+    headers = {"submitted_ts": repr(time.time()), "requestId": job["requestId"],
+               "projectId": job["projectId"], "priority": priority}
+    try:
+        render_preview.publish(job, settings().queue(priority), headers)
+    except Exception as exc:
+        try:
+            records.release(job_id)
+        except redis.RedisError:
+            pass  # the claim expires by itself
+        metrics.refused("broker")
+        raise _broker_down(exc) from None
+    records.confirm(job_id)
+    return result
+
+
+def status(job_id: str) -> dict[str, Any]:
+    """State, attempts, times, error and artifacts of a job; raises JobNotFound."""
+    try:
+        record = records.get(job_id)
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise _broker_down(exc) from None
+    if not record:
+        raise JobNotFound(job_id)
+    state = record.get("state", "queued")
+    outcome = json.loads(record["outcome"]) if record.get("outcome") else {}
+    return {
+        "jobId": job_id,
+        "projectId": record.get("projectId"),
+        "requestId": record.get("requestId"),
+        "priority": record.get("priority", "normal"),
+        "state": "queued" if state == "submitting" else state,
+        "attempts": int(record.get("attempts") or 0),
+        "submittedAt": record.get("submittedAt"),
+        "startedAt": record.get("startedAt"),
+        "finishedAt": record.get("finishedAt"),
+        "updatedAt": record.get("updatedAt"),
+        "error": record.get("error") or None,
+        "errorKind": record.get("errorKind") or None,
+        "retryDelays": json.loads(record.get("retryDelays") or "[]"),
+        "cacheHit": outcome.get("cacheHit"),
+        "dryRun": json.loads(record.get("dryRun") or "false"),
+        "key": outcome.get("key"),
+        "duration": outcome.get("duration"),
+        "artifacts": outcome.get("artifacts") or {},
+    }
+
+
+def wait(job_id: str, timeout: float = 60.0, poll: float = 0.1) -> dict[str, Any]:
+    """Block until the job is succeeded, failed or dead; return its status."""
+    deadline = time.monotonic() + timeout
+    while True:
+        current = status(job_id)
+        if current["state"] in TERMINAL:
+            return current
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"job {job_id!r} still {current['state']} after {timeout:.0f} s")
+        time.sleep(poll)
+
+
+def cancel(job_id: str) -> dict[str, Any]:
+    """Cancel a job that has not started (queued or waiting for a retry)."""
+    from .app import app
+
+    current = status(job_id)
+    if current["state"] not in ("queued", "retrying"):
+        return current
+    app.control.revoke(job_id)
+    records.update(job_id, state="failed", error="cancelled", finishedAt=records.now_iso())
+    return status(job_id)
+
+
+def queue_stats() -> dict[str, Any]:
+    """Waiting jobs per priority, age of the oldest, and dead letters."""
+    cfg = settings()
+    try:
+        depth = records.queue_depths()
+        ages = records.oldest_waiting_age()
+        dead = records.client().hlen(records.dead_key())
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise _broker_down(exc) from None
+    return {
+        "queues": {p: cfg.queue(p) for p in cfg.priorities},
+        "depth": depth,
+        "waiting": sum(depth.values()),
+        "limit": cfg.queue_max,
+        "oldestAgeSeconds": ages,
+        "deadLetters": dead,
+    }

@@ -1,0 +1,201 @@
+"""Every setting of mobius-preview, read from the environment in one place.
+
+Settings are parsed once per process (``settings()``) and validated up front, so a
+bad value stops start-up with one line naming the variable, instead of failing
+deep inside a render an hour later. Tests change the environment and call
+``reload()``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from .errors import ConfigError
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_REDIS_SCHEMES = {"redis", "rediss", "redis+socket", "unix"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str
+    key_prefix: str
+    queue_name: str
+    concurrency: int
+    queue_max: int
+    data_dir: Path
+    assets_dir: Path
+    max_tries: int
+    retry_backoff: int
+    retry_backoff_max: int
+    soft_time_limit: int
+    time_limit: int
+    visibility_timeout: int
+    record_ttl: int
+    max_video_seconds: float
+    ffmpeg_binary: str | None
+    ffprobe_binary: str | None
+    log_level: str
+    log_format: str
+    metrics_port: int | None
+    api_keys: tuple[str, ...] = field(repr=False)
+    signing_key: str = field(repr=False)
+    api_max_body: int = 1_000_000
+
+    @property
+    def priorities(self) -> tuple[str, str, str]:
+        return ("high", "normal", "low")
+
+    def queue(self, priority: str) -> str:
+        """Name of the Celery queue (and Redis list) that holds jobs of ``priority``."""
+        return f"{self.queue_name}.{priority}"
+
+    @property
+    def dead_letter_key(self) -> str:
+        return f"{self.queue_name}.dead"
+
+    @property
+    def redis_url_masked(self) -> str:
+        return mask_url(self.redis_url)
+
+
+def mask_url(url: str) -> str:
+    """Hide the password of a URL so it can go into logs and errors."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    user = parts.username or ""
+    netloc = f"{user}:***@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def _int(env: dict[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}: must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name}: must be >= {minimum}, got {value}")
+    return value
+
+
+def _redis_url(env: dict[str, str]) -> str:
+    url = env.get("REDIS_URL", "").strip() or "redis://127.0.0.1:6379/0"
+    parts = urlsplit(url)
+    if parts.scheme not in _REDIS_SCHEMES:
+        raise ConfigError(
+            f"REDIS_URL: scheme must be one of {sorted(_REDIS_SCHEMES)}, got {mask_url(url)!r}"
+        )
+    if parts.scheme in ("redis", "rediss"):
+        try:
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError:
+            raise ConfigError(f"REDIS_URL: bad port in {mask_url(url)!r}") from None
+        if not parts.hostname:
+            raise ConfigError(f"REDIS_URL: no host in {mask_url(url)!r}")
+        db = parts.path.lstrip("/")
+        if db and not db.isdigit():
+            raise ConfigError(f"REDIS_URL: database must be a number, got {db!r}")
+    elif not parts.path:
+        raise ConfigError(f"REDIS_URL: no socket path in {mask_url(url)!r}")
+    return url
+
+
+def _binary(env: dict[str, str], name: str) -> str | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    found = shutil.which(raw)
+    if not found:
+        raise ConfigError(f"{name}: {raw!r} is not an executable file")
+    return found
+
+
+def load(env: dict[str, str] | None = None) -> Settings:
+    """Parse and validate settings; raise ConfigError with one line on the first bad one."""
+    env = dict(os.environ if env is None else env)
+    queue_name = env.get("PREVIEW_QUEUE_NAME", "").strip() or "preview"
+    if not _NAME.match(queue_name):
+        raise ConfigError(
+            f"PREVIEW_QUEUE_NAME: 1-64 characters of [A-Za-z0-9._-], got {queue_name!r}"
+        )
+    key_prefix = env.get("REDIS_KEY_PREFIX", "")
+    if key_prefix and not re.match(r"^[A-Za-z0-9._:-]{1,64}$", key_prefix):
+        raise ConfigError(f"REDIS_KEY_PREFIX: 1-64 characters of [A-Za-z0-9._:-], got {key_prefix!r}")
+
+    retry_backoff = _int(env, "PREVIEW_RETRY_BACKOFF", 1, minimum=1)
+    retry_backoff_max = _int(env, "PREVIEW_RETRY_BACKOFF_MAX", 300, minimum=1)
+    soft_limit = _int(env, "PREVIEW_SOFT_TIME_LIMIT", 600, minimum=1)
+    hard_limit = _int(env, "PREVIEW_TIME_LIMIT", soft_limit + 60, minimum=1)
+    if hard_limit <= soft_limit:
+        raise ConfigError(
+            f"PREVIEW_TIME_LIMIT: must exceed PREVIEW_SOFT_TIME_LIMIT ({soft_limit}), got {hard_limit}"
+        )
+    # A message is redelivered when it stays unacknowledged longer than the visibility
+    # timeout, so it must outlast the longest render (hard limit) and the longest retry
+    # countdown (kombu#337: the timeout counts from delivery, not from a retry's ETA).
+    min_visibility = max(hard_limit, retry_backoff_max) + 60
+    visibility = _int(env, "PREVIEW_VISIBILITY_TIMEOUT", 2 * min_visibility, minimum=1)
+    if visibility < min_visibility:
+        raise ConfigError(
+            f"PREVIEW_VISIBILITY_TIMEOUT: must be >= {min_visibility} s (longest render or retry "
+            f"delay + 60 s), got {visibility}"
+        )
+    log_format = env.get("LOG_FORMAT", "auto").strip().lower() or "auto"
+    if log_format not in ("auto", "json", "text"):
+        raise ConfigError(f"LOG_FORMAT: one of auto, json, text; got {log_format!r}")
+    metrics_raw = env.get("METRICS_PORT", "").strip()
+    metrics_port = _int(env, "METRICS_PORT", 0, minimum=1) if metrics_raw else None
+    if metrics_port is not None and metrics_port > 65535:
+        raise ConfigError(f"METRICS_PORT: must be a TCP port (1-65535), got {metrics_port}")
+    api_keys = tuple(k.strip() for k in env.get("PREVIEW_API_KEYS", "").split(",") if k.strip())
+    max_seconds = _int(env, "PREVIEW_MAX_VIDEO_SECONDS", 900, minimum=1)
+
+    return Settings(
+        redis_url=_redis_url(env),
+        key_prefix=key_prefix,
+        queue_name=queue_name,
+        concurrency=_int(env, "PREVIEW_WORKER_CONCURRENCY", 2, minimum=1),
+        queue_max=_int(env, "PREVIEW_QUEUE_MAX", 1000, minimum=1),
+        data_dir=Path(env.get("DATA_DIR", "").strip() or "./data").resolve(),
+        assets_dir=Path(env.get("ASSETS_DIR", "").strip() or "./assets").resolve(),
+        max_tries=_int(env, "PREVIEW_MAX_TRIES", 5, minimum=1),
+        retry_backoff=retry_backoff,
+        retry_backoff_max=retry_backoff_max,
+        soft_time_limit=soft_limit,
+        time_limit=hard_limit,
+        visibility_timeout=visibility,
+        record_ttl=_int(env, "PREVIEW_RECORD_TTL", 7 * 24 * 3600, minimum=60),
+        max_video_seconds=float(max_seconds),
+        ffmpeg_binary=_binary(env, "FFMPEG_BINARY"),
+        ffprobe_binary=_binary(env, "FFPROBE_BINARY"),
+        log_level=(env.get("LOG_LEVEL", "").strip() or "INFO").upper(),
+        log_format=log_format,
+        metrics_port=metrics_port,
+        api_keys=api_keys,
+        signing_key=env.get("PREVIEW_SIGNING_KEY", "").strip(),
+    )
+
+
+@lru_cache(maxsize=1)
+def settings() -> Settings:
+    """The process-wide settings, parsed on first use."""
+    return load()
+
+
+def reload() -> Settings:
+    """Forget the cached settings and parse the environment again."""
+    settings.cache_clear()
+    return settings()

@@ -1,0 +1,83 @@
+"""Every exception mobius-preview raises, in one module.
+
+Two families matter to the worker: ``PermanentError`` (retrying cannot help, the
+job goes straight to the dead-letter queue) and everything else, which is treated
+as transient and retried with backoff. Callers of the client see the others.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class MobiusError(Exception):
+    """Base of every mobius-preview error."""
+
+
+class ConfigError(MobiusError):
+    """A setting in the environment is missing or malformed (one line: variable and why)."""
+
+
+@dataclass(frozen=True)
+class PayloadIssue:
+    """One reason a payload is invalid: where (JSON path), which rule, and what to do."""
+
+    path: str
+    rule: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message} [{self.rule}]"
+
+    def as_dict(self) -> dict[str, str]:
+        return {"path": self.path, "rule": self.rule, "message": self.message}
+
+
+class PermanentError(MobiusError):
+    """A job that can never succeed as submitted; it is dead-lettered without retries."""
+
+
+class TransientError(MobiusError):
+    """A failure that may heal on its own (encoder crash, disk full); it is retried."""
+
+
+class InvalidPayload(PermanentError, ValueError):
+    """The payload breaks the schema or its cross-references; lists every issue."""
+
+    def __init__(self, issues: list[PayloadIssue]):
+        self.issues = list(issues)
+        lines = "\n".join(f"  {issue}" for issue in self.issues)
+        super().__init__(f"invalid preview job ({len(self.issues)} errors):\n{lines}")
+
+
+class AssetError(PermanentError):
+    """An asset is missing, unreadable, outside its folder, or fails its checksum."""
+
+
+class LimitExceeded(PermanentError):
+    """The job asks for more than the service allows (length, size)."""
+
+
+class EncoderError(TransientError):
+    """ffmpeg failed for a reason that is not the job's fault; carries ffmpeg's output."""
+
+
+class QueueFull(MobiusError):
+    """Submissions are refused while PREVIEW_QUEUE_MAX jobs are waiting."""
+
+    def __init__(self, depth: int, limit: int):
+        self.depth = depth
+        self.limit = limit
+        super().__init__(f"queue full: {depth} jobs waiting, limit is {limit} (PREVIEW_QUEUE_MAX)")
+
+
+class BrokerUnavailable(MobiusError):
+    """Redis could not be reached; nothing was accepted."""
+
+
+class JobNotFound(MobiusError, LookupError):
+    """No job with that id is known (never submitted, or its record expired)."""
+
+    def __init__(self, job_id: str):
+        self.job_id = job_id
+        super().__init__(f"job not found: {job_id!r}")

@@ -1,0 +1,144 @@
+"""Prometheus metrics of the worker and the queues.
+
+Worker metrics are counted in the process that does the work. Under the prefork
+pool that is a child process, so the worker runs prometheus-client in multiprocess
+mode: ``PROMETHEUS_MULTIPROC_DIR`` is set (under DATA_DIR) and emptied when the
+worker starts, before the pool forks, and the main process serves the aggregate on
+METRICS_PORT. Queue metrics are read from Redis at scrape time.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+    start_http_server,
+)
+from prometheus_client.core import GaugeMetricFamily
+
+OUTCOMES = ("succeeded", "failed", "retried", "dead", "dry_run", "cache_hit", "invalid")
+# Renders run from a tenth of a second (cache hits, dry runs) to the 10-minute limit.
+DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, float("inf"))
+WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, float("inf"))
+
+JOBS = Counter("mobius_preview_jobs_total", "Jobs by outcome and priority", ["outcome", "priority"])
+JOB_SECONDS = Histogram(
+    "mobius_preview_job_duration_seconds", "Worker time per finished job", ["priority"],
+    buckets=DURATION_BUCKETS,
+)
+STAGE_SECONDS = Histogram(
+    "mobius_preview_render_stage_seconds", "Time per render stage", ["stage"],
+    buckets=DURATION_BUCKETS,
+)
+WAIT_SECONDS = Histogram(
+    "mobius_preview_queue_wait_seconds", "Time from submission to start", ["priority"],
+    buckets=WAIT_BUCKETS,
+)
+IN_PROGRESS = Gauge(
+    "mobius_preview_jobs_in_progress", "Jobs being rendered now", multiprocess_mode="livesum"
+)
+REFUSED = Counter("mobius_preview_submissions_refused_total", "Submissions refused", ["reason"])
+
+
+def job_started(priority: str, submitted_ts: str | None) -> None:
+    if submitted_ts:
+        try:
+            WAIT_SECONDS.labels(priority).observe(max(0.0, time.time() - float(submitted_ts)))
+        except ValueError:
+            pass
+
+
+def job_finished(outcome: str, priority: str, seconds: float | None = None) -> None:
+    JOBS.labels(outcome, priority).inc()
+    if seconds is not None:
+        JOB_SECONDS.labels(priority).observe(seconds)
+
+
+def stages(timings: dict[str, float]) -> None:
+    for stage, seconds in timings.items():
+        STAGE_SECONDS.labels(stage).observe(seconds)
+
+
+def refused(reason: str) -> None:
+    REFUSED.labels(reason).inc()
+
+
+@contextmanager
+def in_progress() -> Iterator[None]:
+    IN_PROGRESS.inc()
+    try:
+        yield
+    finally:
+        IN_PROGRESS.dec()
+
+
+class QueueCollector:
+    """Waiting jobs, oldest wait and dead letters, read from Redis at each scrape."""
+
+    def collect(self):
+        from . import client
+
+        depth = GaugeMetricFamily(
+            "mobius_preview_queue_depth", "Jobs waiting per priority", labels=["priority"]
+        )
+        oldest = GaugeMetricFamily(
+            "mobius_preview_queue_oldest_age_seconds", "Age of the oldest waiting job",
+            labels=["priority"],
+        )
+        dead = GaugeMetricFamily("mobius_preview_dead_letters", "Jobs in the dead-letter queue")
+        up = GaugeMetricFamily("mobius_preview_broker_up", "1 when Redis answered this scrape")
+        try:
+            stats = client.queue_stats()
+        except Exception:
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        for priority, n in stats["depth"].items():
+            depth.add_metric([priority], n)
+            oldest.add_metric([priority], stats["oldestAgeSeconds"][priority] or 0.0)
+        dead.add_metric([], stats["deadLetters"])
+        yield from (depth, oldest, dead, up)
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+
+
+def prepare_multiprocess(folder: Path) -> None:
+    """Empty and select the multiprocess folder; call before any metric is touched by a child."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+
+
+def registry(include_queues: bool = True) -> CollectorRegistry:
+    """A registry of the worker metrics (aggregated across processes when multiprocess)."""
+    reg = CollectorRegistry()
+    if multiprocess_dir():
+        multiprocess.MultiProcessCollector(reg)
+    else:
+        for collector in (JOBS, JOB_SECONDS, STAGE_SECONDS, WAIT_SECONDS, IN_PROGRESS, REFUSED):
+            reg.register(collector)
+    if include_queues:
+        reg.register(QueueCollector())
+    return reg
+
+
+def serve(port: int, addr: str = "0.0.0.0") -> None:
+    start_http_server(port, addr=addr, registry=registry())
+
+
+def render_latest() -> bytes:
+    return generate_latest(registry())

@@ -1,0 +1,194 @@
+"""Job records and queue facts kept in Redis, beside the Celery queues.
+
+Celery's own states (PENDING, STARTED, ...) cannot say "dead-lettered" or "a retry is
+scheduled", and the same task id submitted twice is two runs (celery#4070). So each
+job has a small Redis hash: the claim that makes submission idempotent, its state,
+attempts, times, error and artifacts. State changes that must agree with another key
+(claiming against the queue length, dead-lettering) are single Lua scripts or MULTI
+transactions, so no crash can leave them half-done.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+
+import redis
+
+from .config import Settings, settings
+
+STATES = ("queued", "running", "retrying", "succeeded", "failed", "dead")
+# A claim that was never followed by a publish (the submitter crashed in between)
+# expires after this long, so the same jobId can be submitted again.
+SUBMIT_GRACE_SECONDS = 60
+
+_CLAIM = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if state and not (ARGV[2] == '1' and state == 'dead') then
+  return {'exists', state}
+end
+local depth = redis.call('LLEN', KEYS[2]) + redis.call('LLEN', KEYS[3]) + redis.call('LLEN', KEYS[4])
+if depth >= tonumber(ARGV[1]) then
+  return {'full', tostring(depth)}
+end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
+return {'claimed', tostring(depth)}
+"""
+
+_CONFIRM = """
+if redis.call('HGET', KEYS[1], 'state') == 'submitting' then
+  redis.call('HSET', KEYS[1], 'state', 'queued')
+end
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
+return 1
+"""
+
+_RELEASE = """
+if redis.call('HGET', KEYS[1], 'state') == 'submitting' then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@lru_cache(maxsize=4)
+def _client(url: str) -> redis.Redis:
+    return redis.Redis.from_url(
+        url.replace("redis+socket://", "unix://"),
+        decode_responses=True,
+        socket_connect_timeout=2,
+        socket_timeout=5,
+        health_check_interval=15,
+        retry_on_timeout=True,
+    )
+
+
+def client(cfg: Settings | None = None) -> redis.Redis:
+    """The shared Redis client (decoded strings) for the configured REDIS_URL."""
+    return _client((cfg or settings()).redis_url)
+
+
+def key(name: str, cfg: Settings | None = None) -> str:
+    """A Redis key under REDIS_KEY_PREFIX (the same prefix kombu puts on the queues)."""
+    return f"{(cfg or settings()).key_prefix}{name}"
+
+
+def job_key(job_id: str, cfg: Settings | None = None) -> str:
+    cfg = cfg or settings()
+    return key(f"{cfg.queue_name}.job:{job_id}", cfg)
+
+
+def queue_keys(cfg: Settings | None = None) -> list[str]:
+    cfg = cfg or settings()
+    return [key(cfg.queue(p), cfg) for p in cfg.priorities]
+
+
+def dead_key(cfg: Settings | None = None) -> str:
+    cfg = cfg or settings()
+    return key(cfg.dead_letter_key, cfg)
+
+
+def claim(payload: dict[str, Any], *, replay: bool = False) -> tuple[str, str]:
+    """Claim ``jobId`` for a new submission, atomically with the queue-length check.
+
+    Returns ``("claimed", depth)``, ``("exists", state)`` or ``("full", depth)``.
+    ``replay`` lets a dead job be claimed again.
+    """
+    cfg = settings()
+    fields = {
+        "jobId": payload["jobId"],
+        "projectId": payload["projectId"],
+        "requestId": payload["requestId"],
+        "priority": payload.get("priority", "normal"),
+        "dryRun": json.dumps(bool(payload.get("dryRun"))),
+        "state": "submitting",
+        "attempts": "0",
+        "submittedAt": now_iso(),
+        "submittedTs": repr(time.time()),
+    }
+    flat = [item for pair in fields.items() for item in pair]
+    script = client().register_script(_CLAIM)
+    outcome, detail = script(
+        keys=[job_key(payload["jobId"]), *queue_keys()],
+        args=[cfg.queue_max, "1" if replay else "0", SUBMIT_GRACE_SECONDS, *flat],
+    )
+    return outcome, detail
+
+
+def confirm(job_id: str) -> None:
+    """The message is on the queue: the claim becomes a lasting 'queued' record."""
+    client().register_script(_CONFIRM)(keys=[job_key(job_id)], args=[settings().record_ttl])
+
+
+def release(job_id: str) -> None:
+    """Publishing failed: drop our claim so nothing looks accepted that was not."""
+    client().register_script(_RELEASE)(keys=[job_key(job_id)])
+
+
+def get(job_id: str) -> dict[str, str] | None:
+    data = client().hgetall(job_key(job_id))
+    return data or None
+
+
+def update(job_id: str, **fields: Any) -> None:
+    """Set fields of a job record (creating it when a host bypassed the client)."""
+    values = {
+        k: (v if isinstance(v, str) else json.dumps(v)) for k, v in fields.items() if v is not None
+    }
+    values["updatedAt"] = now_iso()
+    pipe = client().pipeline(transaction=True)
+    pipe.hset(job_key(job_id), mapping=values)
+    pipe.expire(job_key(job_id), settings().record_ttl)
+    pipe.execute()
+
+
+def bury(job_id: str, letter: dict[str, Any], **fields: Any) -> None:
+    """Write the dead letter and mark the job dead in one transaction."""
+    values = {k: (v if isinstance(v, str) else json.dumps(v)) for k, v in fields.items()}
+    values.update(state="dead", updatedAt=now_iso())
+    pipe = client().pipeline(transaction=True)
+    pipe.hset(dead_key(), job_id, json.dumps(letter))
+    pipe.hset(job_key(job_id), mapping=values)
+    pipe.expire(job_key(job_id), settings().record_ttl)
+    pipe.execute()
+
+
+def queue_depths() -> dict[str, int]:
+    """Jobs waiting per priority (messages on the Redis list of each queue)."""
+    cfg = settings()
+    pipe = client().pipeline(transaction=False)
+    for name in queue_keys(cfg):
+        pipe.llen(name)
+    return dict(zip(cfg.priorities, pipe.execute(), strict=True))
+
+
+def oldest_waiting_age(now: float | None = None) -> dict[str, float | None]:
+    """Seconds the oldest waiting job of each priority has waited (None when empty).
+
+    kombu pushes on the left and pops on the right, so the oldest message is at
+    index -1; its ``submitted_ts`` header is set by the client at publish time.
+    """
+    cfg = settings()
+    now = time.time() if now is None else now
+    pipe = client().pipeline(transaction=False)
+    for name in queue_keys(cfg):
+        pipe.lindex(name, -1)
+    ages: dict[str, float | None] = {}
+    for priority, raw in zip(cfg.priorities, pipe.execute(), strict=True):
+        ages[priority] = None
+        if raw:
+            try:
+                ts = float(json.loads(raw)["headers"]["submitted_ts"])
+                ages[priority] = max(0.0, now - ts)
+            except (ValueError, KeyError, TypeError):
+                pass
+    return ages

@@ -1,0 +1,122 @@
+"""Turning a valid preview job into files. Knows nothing of Celery, Redis or queues.
+
+``prepare`` resolves and checks the assets and computes the content key (everything
+that changes the output); ``render`` writes the preview into a folder it is given.
+Errors are ``PermanentError`` (the job is at fault) or ``EncoderError`` (transient).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from . import assets as asset_checks
+from . import captions, encode, ffmpeg, manifest, slides
+from .plan import Plan, build
+
+RENDERER_VERSION = "1.0.0"
+# Fields of a job that never change the output: left out of the content key.
+_NOT_CONTENT = ("jobId", "projectId", "requestId", "priority", "attempts", "createdAt", "updatedAt")
+THUMB_WIDTH = 320
+
+
+@dataclass(frozen=True)
+class Prepared:
+    job: dict[str, Any]
+    assets: dict[str, asset_checks.Asset]
+    plan: Plan
+    key: str
+
+
+def content_key(job: dict[str, Any], assets: dict[str, asset_checks.Asset]) -> str:
+    content = {k: v for k, v in job.items() if k not in _NOT_CONTENT}
+    request = dict(content.get("previewRequest", {}))
+    request.pop("metadata", None)
+    content["previewRequest"] = request
+    content["dryRun"] = bool(job.get("dryRun"))
+    content["assetBytes"] = {aid: a.sha256 for aid, a in sorted(assets.items())}
+    content["renderer"] = RENDERER_VERSION
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def prepare(job: dict[str, Any], assets_dir: Path, max_seconds: float) -> Prepared:
+    """Check every asset and lay out the plan; raises PermanentError on bad input."""
+    project_root = assets_dir / job["projectId"]
+    loaded = asset_checks.load(project_root, job["previewRequest"].get("assets") or [])
+    plan = build(job, loaded, max_seconds)
+    return Prepared(job, loaded, plan, content_key(job, loaded))
+
+
+class _Stages:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(time.perf_counter() - start, 4)
+
+
+def render(prepared: Prepared, out: Path, *, timeout: float) -> dict[str, Any]:
+    """Write the preview (or, for a dry run, only the manifest) into ``out``."""
+    job, plan = prepared.job, prepared.plan
+    stages = _Stages()
+    info: dict[str, Any] = {
+        "manifestVersion": 1,
+        "rendererVersion": RENDERER_VERSION,
+        "jobId": job["jobId"],
+        "projectId": job["projectId"],
+        "requestId": job["requestId"],
+        "key": prepared.key,
+        "dryRun": bool(job.get("dryRun")),
+        "createdAt": datetime.now(UTC).isoformat(timespec="seconds"),
+        "plan": plan.as_dict(),
+        "assets": [
+            {"id": a.id, "type": a.type, "file": a.path.name, "sha256": a.sha256, "size": a.size}
+            for a in prepared.assets.values()
+        ],
+        "binaries": ffmpeg.describe_binaries(),
+    }
+    if not job.get("dryRun"):
+        info["output"] = _render_media(plan, out, stages, timeout)
+    info["timings"] = stages.seconds
+    return manifest.write(out, info)
+
+
+def _render_media(plan: Plan, out: Path, stages: _Stages, timeout: float) -> dict[str, Any]:
+    scratch = out / ".frames"
+    scratch.mkdir()
+    frames: list[tuple[Path, float]] = []
+    thumbs = []
+    with stages.stage("slides"):
+        for slide in plan.slides:
+            picture = slides.draw(plan, slide)
+            path = scratch / f"slide-{slide.index:03d}.png"
+            picture.save(path, compress_level=1)
+            if slide.index == 0:
+                picture.save(out / "poster.png", optimize=True)
+            thumbs.append(picture.resize((THUMB_WIDTH, THUMB_WIDTH * plan.height // plan.width)))
+            frames.append((path, slide.duration))
+        slides.contact_sheet(thumbs).save(out / "contact-sheet.png", optimize=True)
+    with stages.stage("captions"):
+        if plan.include_captions:
+            (out / "captions.srt").write_text(captions.srt(plan), encoding="utf-8")
+            (out / "captions.vtt").write_text(captions.vtt(plan), encoding="utf-8")
+    video = out / f"preview.{plan.format}"
+    with stages.stage("encode"):
+        encode.encode(plan, frames, video, timeout=timeout)
+    for path in scratch.iterdir():
+        path.unlink()
+    scratch.rmdir()
+    with stages.stage("probe"):
+        return {"file": video.name, **ffmpeg.probe(video)}

@@ -1,0 +1,151 @@
+"""Finding and running ffmpeg/ffprobe, and reading what they say about a media file.
+
+Choice of binary: FFMPEG_BINARY when set, else ``ffmpeg`` on PATH, else the static
+build shipped in the imageio-ffmpeg wheel. ffprobe is used when one is found
+(FFPROBE_BINARY or PATH); otherwise media facts are read from ``ffmpeg -i``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from ..config import settings
+from ..errors import EncoderError
+
+_TAIL = 3000
+
+
+@lru_cache(maxsize=4)
+def _find_ffmpeg(override: str | None) -> str:
+    if override:
+        return override
+    found = shutil.which("ffmpeg")
+    if found:
+        return found
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def ffmpeg_exe() -> str:
+    return _find_ffmpeg(settings().ffmpeg_binary)
+
+
+def ffprobe_exe() -> str | None:
+    return settings().ffprobe_binary or shutil.which("ffprobe")
+
+
+def describe_binaries() -> dict[str, str | None]:
+    return {"ffmpeg": ffmpeg_exe(), "ffprobe": ffprobe_exe()}
+
+
+def run(args: list[str], *, timeout: float | None = None, what: str = "ffmpeg") -> str:
+    """Run ffmpeg with ``args``; raise EncoderError carrying the end of its output on failure."""
+    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", *args]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise EncoderError(f"{what} timed out after {timeout:.0f} s") from exc
+    except OSError as exc:
+        raise EncoderError(f"{what} could not start ({cmd[0]}): {exc}") from exc
+    if proc.returncode != 0:
+        tail = proc.stderr[-_TAIL:].strip()
+        raise EncoderError(f"{what} failed with exit code {proc.returncode}:\n{tail}")
+    return proc.stderr
+
+
+_DURATION = re.compile(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)")
+_TIME = re.compile(r"time=(\d+):(\d+):(\d+(?:\.\d+)?)")
+_BITRATE = re.compile(r"bitrate: (\d+) kb/s")
+_STREAM = re.compile(r"Stream #\d+:\d+(?:\[\w+\])?(?:\(\w+\))?: (Video|Audio|Subtitle): (\w+)(.*)")
+
+
+def _seconds(match: re.Match[str]) -> float:
+    h, m, s = match.groups()
+    return int(h) * 3600 + int(m) * 60 + float(s)
+
+
+def decoded_duration(path: Path, *, stream: str = "a") -> float:
+    """Decode the first ``stream`` ('a' or 'v') of a file fully and return its length.
+
+    Decoding (not just reading headers) is the check that the file is usable.
+    """
+    err = run(
+        ["-v", "error", "-stats", "-i", str(path), "-map", f"0:{stream}:0", "-f", "null", "-"],
+        what=f"decoding {path.name}",
+    )
+    times = _TIME.findall(err)
+    if not times:
+        raise EncoderError(f"decoding {path.name}: ffmpeg reported no duration")
+    h, m, s = times[-1]
+    return int(h) * 3600 + int(m) * 60 + float(s)
+
+
+def probe(path: Path) -> dict[str, Any]:
+    """Container and stream facts of a rendered file, from ffprobe when present."""
+    exe = ffprobe_exe()
+    if exe:
+        proc = subprocess.run(
+            [exe, "-v", "error", "-show_format", "-show_streams", "-of", "json", str(path)],
+            capture_output=True, text=True, timeout=60, check=False,
+        )
+        if proc.returncode == 0:
+            return _from_ffprobe(json.loads(proc.stdout))
+    return _from_ffmpeg(path)
+
+
+def _from_ffprobe(data: dict[str, Any]) -> dict[str, Any]:
+    fmt = data.get("format", {})
+    streams = []
+    for s in data.get("streams", []):
+        entry: dict[str, Any] = {"type": s.get("codec_type"), "codec": s.get("codec_name")}
+        if s.get("codec_type") == "video":
+            entry.update(width=s.get("width"), height=s.get("height"), pixFmt=s.get("pix_fmt"))
+        elif s.get("codec_type") == "audio":
+            entry.update(sampleRate=int(s.get("sample_rate", 0)), channels=s.get("channels"))
+        streams.append(entry)
+    return {
+        "tool": "ffprobe",
+        "format": fmt.get("format_name"),
+        "duration": round(float(fmt.get("duration", 0.0)), 3),
+        "bitRate": int(fmt.get("bit_rate", 0) or 0),
+        "streams": streams,
+    }
+
+
+def _from_ffmpeg(path: Path) -> dict[str, Any]:
+    proc = subprocess.run(
+        [ffmpeg_exe(), "-hide_banner", "-i", str(path)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    text = proc.stderr
+    duration = _DURATION.search(text)
+    bitrate = _BITRATE.search(text)
+    streams = []
+    for kind, codec, rest in _STREAM.findall(text):
+        entry: dict[str, Any] = {"type": kind.lower(), "codec": codec}
+        if kind == "Video":
+            size = re.search(r"\b(\d{2,5})x(\d{2,5})\b", rest)
+            pix = re.search(r", (yuv\w+|rgb\w+|gray\w*)", rest)
+            if size:
+                entry.update(width=int(size.group(1)), height=int(size.group(2)))
+            entry["pixFmt"] = pix.group(1) if pix else None
+        elif kind == "Audio":
+            rate = re.search(r"(\d+) Hz", rest)
+            entry["sampleRate"] = int(rate.group(1)) if rate else None
+            entry["channels"] = 2 if "stereo" in rest else 1 if "mono" in rest else None
+        streams.append(entry)
+    fmt = re.search(r"Input #0, ([\w,]+), from", text)
+    return {
+        "tool": "ffmpeg",
+        "format": fmt.group(1) if fmt else None,
+        "duration": round(_seconds(duration), 3) if duration else 0.0,
+        "bitRate": int(bitrate.group(1)) * 1000 if bitrate else 0,
+        "streams": streams,
+    }

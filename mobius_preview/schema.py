@@ -1,0 +1,174 @@
+"""The preview-job contract: JSON Schema plus the cross-references a schema cannot say.
+
+Every problem becomes a ``PayloadIssue`` with a JSON path (``$.previewRequest.steps[2].image``),
+the rule it broke and a sentence a person can act on; all of them are reported at once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator, FormatChecker
+from jsonschema.exceptions import ValidationError
+
+from .errors import InvalidPayload, PayloadIssue
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "preview-job.schema.json"
+MAX_WIDTH, MAX_HEIGHT = 1920, 1080
+
+
+@lru_cache(maxsize=1)
+def schema() -> dict[str, Any]:
+    with SCHEMA_PATH.open(encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+@lru_cache(maxsize=1)
+def _validator() -> Draft202012Validator:
+    Draft202012Validator.check_schema(schema())
+    return Draft202012Validator(schema(), format_checker=FormatChecker())
+
+
+def json_path(parts: Iterable[Any]) -> str:
+    out = "$"
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out
+
+
+def _describe(error: ValidationError) -> list[PayloadIssue]:
+    """Turn one jsonschema error into issues that name the exact field at fault."""
+    path = list(error.absolute_path)
+    rule = str(error.validator)
+    if rule == "required" and isinstance(error.instance, dict):
+        missing = [k for k in error.validator_value if k not in error.instance]
+        return [PayloadIssue(json_path([*path, k]), "required", "is required") for k in missing]
+    if rule == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = set(error.schema.get("properties", {}))
+        extra = sorted(str(k) for k in error.instance if k not in allowed)
+        return [
+            PayloadIssue(json_path([*path, k]), "additionalProperties", "is not an allowed field")
+            for k in extra
+        ]
+    if rule == "pattern":
+        message = _pattern_message(path, error.instance)
+    elif rule == "enum":
+        message = f"must be one of {', '.join(map(str, error.validator_value))}"
+    elif rule == "type":
+        message = f"must be of type {error.validator_value}, got {type(error.instance).__name__}"
+    elif rule == "format":
+        message = f"must be an RFC 3339 {error.validator_value}"
+    else:
+        message = error.message
+        if len(message) > 200:
+            message = message[:200] + "..."
+    return [PayloadIssue(json_path(path), rule, message)]
+
+
+def _pattern_message(path: list[Any], value: Any) -> str:
+    field = path[-1] if path else ""
+    if field == "path":
+        return "must be a relative path inside the project folder (no leading '/', no '..')"
+    if field == "resolution":
+        return "must look like WIDTHxHEIGHT, e.g. 1280x720"
+    if field == "sha256":
+        return "must be 64 hexadecimal characters"
+    return "must be 1-128 characters of [A-Za-z0-9._-], not starting with '.' or '-'"
+
+
+def _unique(items: list[Any], where: str, seen: dict[str, int]) -> Iterable[PayloadIssue]:
+    for i, item in enumerate(items):
+        ident = item.get("id") if isinstance(item, dict) else None
+        if not isinstance(ident, str):
+            continue
+        if ident in seen:
+            yield PayloadIssue(
+                f"$.previewRequest.{where}[{i}].id",
+                "unique",
+                f"duplicates the id of {where}[{seen[ident]}] ({ident!r})",
+            )
+        else:
+            seen[ident] = i
+
+
+def _semantic(payload: dict[str, Any]) -> list[PayloadIssue]:
+    """Checks JSON Schema cannot express: unique ids, resolvable references, resolution caps."""
+    request = payload.get("previewRequest")
+    if not isinstance(request, dict):
+        return []
+    issues: list[PayloadIssue] = []
+    steps = request.get("steps") if isinstance(request.get("steps"), list) else []
+    assets = request.get("assets") if isinstance(request.get("assets"), list) else []
+    issues += _unique(steps, "steps", {})
+    issues += _unique(assets, "assets", {})
+    kinds = {
+        a["id"]: a.get("type") for a in assets if isinstance(a, dict) and isinstance(a.get("id"), str)
+    }
+
+    def ref(value: Any, kind: str, where: str) -> None:
+        if not isinstance(value, str):
+            return
+        if value not in kinds:
+            issues.append(PayloadIssue(where, "reference", f"names no asset ({value!r})"))
+        elif kinds[value] != kind:
+            issues.append(
+                PayloadIssue(where, "reference", f"names a {kinds[value]} asset, needs {kind}")
+            )
+
+    for i, step in enumerate(steps):
+        if isinstance(step, dict):
+            ref(step.get("image"), "image", f"$.previewRequest.steps[{i}].image")
+            ref(step.get("narration"), "audio", f"$.previewRequest.steps[{i}].narration")
+    audio = request.get("audio")
+    if isinstance(audio, dict):
+        ref(audio.get("music"), "audio", "$.previewRequest.audio.music")
+    options = request.get("options")
+    if isinstance(options, dict) and isinstance(options.get("resolution"), str):
+        try:
+            width, height = (int(v) for v in options["resolution"].split("x"))
+        except ValueError:
+            pass  # the pattern rule already reported it
+        else:
+            where = "$.previewRequest.options.resolution"
+            if width % 2 or height % 2:
+                issues.append(PayloadIssue(where, "even", "width and height must be even"))
+            if width > MAX_WIDTH or height > MAX_HEIGHT:
+                issues.append(
+                    PayloadIssue(where, "maximum", f"must be at most {MAX_WIDTH}x{MAX_HEIGHT}")
+                )
+            if width < 64 or height < 64:
+                issues.append(PayloadIssue(where, "minimum", "must be at least 64x64"))
+    return issues
+
+
+def check(payload: Any) -> list[PayloadIssue]:
+    """Every issue with ``payload``; an empty list means valid."""
+    if not isinstance(payload, dict):
+        return [PayloadIssue("$", "type", f"must be a JSON object, got {type(payload).__name__}")]
+    issues: list[PayloadIssue] = []
+    for error in _validator().iter_errors(payload):
+        issues.extend(_describe(error))
+    issues.extend(_semantic(payload))
+    # One issue per (path, rule), ordered by where it is in the document.
+    unique = {(i.path, i.rule): i for i in issues}
+    return sorted(unique.values(), key=lambda i: (i.path, i.rule))
+
+
+def validate_payload(payload: Any) -> dict[str, Any]:
+    """Return the payload if it is a valid preview job, else raise InvalidPayload listing all issues."""
+    issues = check(payload)
+    if issues:
+        raise InvalidPayload(issues)
+    return payload
+
+
+def parse_json(text: str | bytes) -> Any:
+    """Parse a payload document, turning syntax errors into a PayloadIssue at ``$``."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidPayload([PayloadIssue("$", "json", f"is not valid JSON: {exc}")]) from None

@@ -1,0 +1,127 @@
+"""The artifact store under DATA_DIR: content-addressed previews, a job index, temp space.
+
+Layout::
+
+    DATA_DIR/previews/<key>/        one finished preview (video, poster, captions, manifest.json)
+    DATA_DIR/index/<projectId>/<jobId>.json   which key a job ended with
+    DATA_DIR/tmp/<key>.<random>/    renders in progress (same file system as previews/)
+
+A render is written into tmp/ and moved into previews/ with one rename, so a preview
+is either complete or absent; when two workers race on the same key, the first
+rename wins and the loser's copy is discarded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from .config import settings
+
+_KEY = re.compile(r"^[0-9a-f]{64}$")
+_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
+
+
+def root() -> Path:
+    return settings().data_dir
+
+
+def _checked(pattern: re.Pattern[str], value: str, what: str) -> str:
+    if not pattern.match(value):
+        raise ValueError(f"unsafe {what}: {value!r}")
+    return value
+
+
+def preview_dir(key: str) -> Path:
+    return root() / "previews" / _checked(_KEY, key, "key")
+
+
+def lookup(key: str) -> Path | None:
+    """The stored preview for ``key`` if it is complete (its manifest exists)."""
+    path = preview_dir(key)
+    return path if (path / "manifest.json").is_file() else None
+
+
+def new_workdir(key: str) -> Path:
+    tmp = root() / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"{_checked(_KEY, key, 'key')}.", dir=tmp))
+
+
+def publish(workdir: Path, key: str) -> Path:
+    """Move a finished render into place atomically; the first of two racing renders wins."""
+    final = preview_dir(key)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.rename(workdir, final)
+    except OSError:
+        if lookup(key) is None:
+            raise
+        shutil.rmtree(workdir, ignore_errors=True)
+    return final
+
+
+def discard(workdir: Path) -> None:
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2, sort_keys=True)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def index_path(project_id: str, job_id: str) -> Path:
+    return (
+        root() / "index" / _checked(_ID, project_id, "projectId") / f"{_checked(_ID, job_id, 'jobId')}.json"
+    )
+
+
+def index_job(project_id: str, job_id: str, key: str, *, cache_hit: bool) -> None:
+    _write_json_atomic(
+        index_path(project_id, job_id),
+        {"projectId": project_id, "jobId": job_id, "key": key, "cacheHit": cache_hit},
+    )
+
+
+def find_job(project_id: str, job_id: str) -> Path | None:
+    """The preview folder a job ended with, if any."""
+    try:
+        entry = json.loads(index_path(project_id, job_id).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return lookup(entry.get("key", ""))  if _KEY.match(entry.get("key", "")) else None
+
+
+def artifacts(folder: Path) -> dict[str, str]:
+    """Every file of a stored preview by name, as absolute paths."""
+    return {p.name: str(p) for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def clean_stale(max_age_seconds: float) -> int:
+    """Remove temp folders left by renders that crashed; returns how many went."""
+    tmp = root() / "tmp"
+    if not tmp.is_dir():
+        return 0
+    cutoff = time.time() - max_age_seconds
+    removed = 0
+    for entry in tmp.iterdir():
+        try:
+            if entry.is_dir() and entry.stat().st_mtime < cutoff:
+                shutil.rmtree(entry, ignore_errors=True)
+                removed += 1
+        except FileNotFoundError:
+            continue
+    return removed

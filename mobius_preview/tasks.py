@@ -1,0 +1,180 @@
+"""The render task: validation again, dry runs, retries with backoff, dead letters.
+
+``render_preview.delay(payload)`` goes through ``PreviewTask.apply_async``, which hands
+the payload to ``client.submit``: validated, named after ``jobId``, claimed and routed
+by priority in the caller's process. Only Celery's own retry path publishes directly.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded
+from celery.utils.time import get_exponential_backoff_interval
+
+from . import logs, metrics, records, render, storage
+from .app import app
+from .config import settings
+from .errors import PermanentError
+from .schema import validate_payload
+
+TASK_NAME = "mobius_preview.render_preview"
+
+
+def retry_delay(retries: int) -> float:
+    """Exponential backoff capped at PREVIEW_RETRY_BACKOFF_MAX, with "equal jitter".
+
+    Half the delay is fixed and half random, so delays never shrink from one try to
+    the next yet two jobs failing together do not retry in lockstep.
+    """
+    cfg = settings()
+    ceiling = get_exponential_backoff_interval(
+        factor=cfg.retry_backoff, retries=retries, maximum=cfg.retry_backoff_max
+    )
+    return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+class PreviewTask(Task):
+    """Publishing goes through the client; failures end in the dead-letter queue."""
+
+    acks_late = True
+    reject_on_worker_lost = True
+    typing = False
+
+    def apply_async(self, args=None, kwargs=None, task_id=None, **options):  # type: ignore[override]
+        # Task.retry() republishes the message it is handling with ``retries`` set:
+        # that path must go straight to the broker (same id, same queue, no new claim).
+        if "retries" in options:
+            return super().apply_async(args, kwargs, task_id=task_id, **options)
+        from .client import submit
+
+        payload = args[0] if args else (kwargs or {}).get("payload")
+        return submit(payload)
+
+    def publish(self, payload: dict[str, Any], queue: str, headers: dict[str, Any]):
+        """Put a claimed job on its queue (used by the client only)."""
+        return super().apply_async(
+            (payload,), task_id=payload["jobId"], queue=queue, routing_key=queue, headers=headers,
+            retry=True,
+            retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5,
+                          "interval_max": 1},
+        )
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
+        payload = args[0] if args else None
+        attempts = self.request.retries + 1
+        letter = {
+            "jobId": task_id,
+            "payload": payload,
+            "error": f"{type(exc).__name__}: {exc}",
+            "errorKind": "permanent" if isinstance(exc, PermanentError) else "transient",
+            "traceback": "".join(traceback.format_exception(exc))[-8000:],
+            "attempts": attempts,
+            "firstAttemptAt": (records.get(task_id) or {}).get("firstStartedAt"),
+            "deadAt": records.now_iso(),
+            "queue": (self.request.delivery_info or {}).get("routing_key"),
+        }
+        records.bury(
+            task_id, letter, error=letter["error"], errorKind=letter["errorKind"],
+            attempts=attempts, finishedAt=letter["deadAt"],
+        )
+        metrics.job_finished("dead", _priority(payload))
+
+
+def _priority(payload: Any) -> str:
+    if isinstance(payload, dict) and payload.get("priority") in ("high", "normal", "low"):
+        return payload["priority"]
+    return "normal"
+
+
+def _identity(payload: Any, job_id: str) -> dict[str, Any]:
+    data = payload if isinstance(payload, dict) else {}
+    return {
+        "jobId": job_id,
+        "projectId": data.get("projectId"),
+        "requestId": data.get("requestId"),
+        "priority": _priority(payload),
+    }
+
+
+def execute(payload: dict[str, Any]) -> dict[str, Any]:
+    """Validate, reuse a stored result or render one, and index it for the job."""
+    cfg = settings()
+    started = time.perf_counter()
+    job = validate_payload(payload)
+    prepared = render.prepare(job, cfg.assets_dir, cfg.max_video_seconds)
+    folder = storage.lookup(prepared.key)
+    cache_hit = folder is not None
+    if folder is None:
+        workdir = storage.new_workdir(prepared.key)
+        try:
+            render.render(prepared, workdir, timeout=cfg.soft_time_limit)
+            folder = storage.publish(workdir, prepared.key)
+        except BaseException:
+            storage.discard(workdir)
+            raise
+    storage.index_job(job["projectId"], job["jobId"], prepared.key, cache_hit=cache_hit)
+    return {
+        "jobId": job["jobId"],
+        "projectId": job["projectId"],
+        "key": prepared.key,
+        "dryRun": bool(job.get("dryRun")),
+        "cacheHit": cache_hit,
+        "duration": round(prepared.plan.duration, 3),
+        "folder": str(folder),
+        "artifacts": storage.artifacts(Path(folder)),
+        "seconds": round(time.perf_counter() - started, 4),
+    }
+
+
+@app.task(bind=True, base=PreviewTask, name=TASK_NAME)
+def render_preview(self: PreviewTask, payload: Any) -> dict[str, Any]:
+    cfg = settings()
+    job_id = self.request.id
+    attempt = self.request.retries + 1
+    ident = _identity(payload, job_id)
+    with logs.job_context(**ident, attempt=attempt):
+        record = records.get(job_id) or {}
+        if record.get("state") == "succeeded" and record.get("outcome"):
+            # Redelivered after the job finished but before its message was acked.
+            return json.loads(record["outcome"])
+        if record.get("state") in ("dead", "failed"):
+            return {"jobId": job_id, "skipped": record["state"]}
+        deliveries = records.client().hincrby(records.job_key(job_id), "deliveries", 1)
+        if deliveries > 2 * cfg.max_tries + 1:
+            raise PermanentError(f"the job was delivered {deliveries} times: it kills its worker")
+        now = records.now_iso()
+        records.update(
+            job_id, **ident, state="running", attempts=attempt, startedAt=now,
+            firstStartedAt=record.get("firstStartedAt") or now,
+        )
+        metrics.job_started(ident["priority"], record.get("submittedTs"))
+        with metrics.in_progress():
+            try:
+                outcome = execute(payload)
+            except PermanentError:
+                raise
+            except (Exception, SoftTimeLimitExceeded) as exc:
+                if attempt >= cfg.max_tries:
+                    raise
+                delay = retry_delay(self.request.retries)
+                delays = json.loads(record.get("retryDelays") or "[]") + [round(delay, 3)]
+                records.update(
+                    job_id, state="retrying", error=f"{type(exc).__name__}: {exc}",
+                    retryDelays=delays,
+                )
+                metrics.job_finished("retried", ident["priority"])
+                raise self.retry(exc=exc, countdown=delay, max_retries=cfg.max_tries - 1) from exc
+        records.update(
+            job_id, state="succeeded", finishedAt=records.now_iso(), outcome=outcome,
+            cacheHit=outcome["cacheHit"], key=outcome["key"], error="",
+        )
+        kind = "dry_run" if outcome["dryRun"] else "cache_hit" if outcome["cacheHit"] else "succeeded"
+        metrics.job_finished(kind, ident["priority"], seconds=outcome["seconds"])
+        return outcome
