@@ -11,7 +11,7 @@ from mobius_preview.config import settings
 _s = settings()
 
 broker_url = _s.redis_url
-result_backend = _s.redis_url.replace("redis+socket://", "socket://")
+result_backend = _s.redis_url  # "redis+socket://" selects the Redis backend over a unix socket
 
 # JSON only: a pickled message is refused by the worker, never deserialized.
 task_serializer = "json"
@@ -38,6 +38,10 @@ _transport = {
     # run twice (kombu#337). config.py enforces that.
     "visibility_timeout": _s.visibility_timeout,
     "global_keyprefix": _s.key_prefix,
+    # How often a worker looks for messages of dead workers whose visibility timeout
+    # has passed, and puts them back on their queue (kombu >= 5.7).
+    "unacked_restore_interval": _s.restore_interval,
+    "unacked_restore_throttle": 1,
 }
 broker_transport_options = _transport
 result_backend_transport_options = {"global_keyprefix": _s.key_prefix,

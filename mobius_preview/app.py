@@ -14,7 +14,7 @@ try:
     settings()
 except ConfigError as exc:
     # Under the celery command a traceback would bury the one line that matters.
-    if Path(sys.argv[0]).name == "celery":
+    if Path(sys.argv[0]).name in ("celery", "mobius-preview"):
         sys.exit(f"mobius-preview: configuration error: {exc}")
     raise
 

@@ -37,6 +37,7 @@ class Settings:
     soft_time_limit: int
     time_limit: int
     visibility_timeout: int
+    restore_interval: int
     record_ttl: int
     max_video_seconds: float
     ffmpeg_binary: str | None
@@ -133,7 +134,9 @@ def load(env: dict[str, str] | None = None) -> Settings:
         )
     key_prefix = env.get("REDIS_KEY_PREFIX", "")
     if key_prefix and not re.match(r"^[A-Za-z0-9._:-]{1,64}$", key_prefix):
-        raise ConfigError(f"REDIS_KEY_PREFIX: 1-64 characters of [A-Za-z0-9._:-], got {key_prefix!r}")
+        raise ConfigError(
+            f"REDIS_KEY_PREFIX: 1-64 characters of [A-Za-z0-9._:-], got {key_prefix!r}"
+        )
 
     retry_backoff = _int(env, "PREVIEW_RETRY_BACKOFF", 1, minimum=1)
     retry_backoff_max = _int(env, "PREVIEW_RETRY_BACKOFF_MAX", 300, minimum=1)
@@ -146,12 +149,12 @@ def load(env: dict[str, str] | None = None) -> Settings:
     # A message is redelivered when it stays unacknowledged longer than the visibility
     # timeout, so it must outlast the longest render (hard limit) and the longest retry
     # countdown (kombu#337: the timeout counts from delivery, not from a retry's ETA).
-    min_visibility = max(hard_limit, retry_backoff_max) + 60
+    min_visibility = max(hard_limit, retry_backoff_max) + 5
     visibility = _int(env, "PREVIEW_VISIBILITY_TIMEOUT", 2 * min_visibility, minimum=1)
     if visibility < min_visibility:
         raise ConfigError(
             f"PREVIEW_VISIBILITY_TIMEOUT: must be >= {min_visibility} s (longest render or retry "
-            f"delay + 60 s), got {visibility}"
+            f"delay + 5 s), got {visibility}"
         )
     log_format = env.get("LOG_FORMAT", "auto").strip().lower() or "auto"
     if log_format not in ("auto", "json", "text"):
@@ -177,6 +180,7 @@ def load(env: dict[str, str] | None = None) -> Settings:
         soft_time_limit=soft_limit,
         time_limit=hard_limit,
         visibility_timeout=visibility,
+        restore_interval=_int(env, "PREVIEW_RESTORE_INTERVAL", 30, minimum=1),
         record_ttl=_int(env, "PREVIEW_RECORD_TTL", 7 * 24 * 3600, minimum=60),
         max_video_seconds=float(max_seconds),
         ffmpeg_binary=_binary(env, "FFMPEG_BINARY"),

@@ -62,6 +62,12 @@ def _describe(error: ValidationError) -> list[PayloadIssue]:
         message = f"must be of type {error.validator_value}, got {type(error.instance).__name__}"
     elif rule == "format":
         message = f"must be an RFC 3339 {error.validator_value}"
+    elif rule in ("maxItems", "minItems", "maxProperties"):
+        bound = "at most" if rule.startswith("max") else "at least"
+        message = f"must have {bound} {error.validator_value} entries, has {len(error.instance)}"
+    elif rule in ("maxLength", "minLength"):
+        bound = "at most" if rule == "maxLength" else "at least"
+        message = f"must be {bound} {error.validator_value} characters, is {len(error.instance)}"
     else:
         message = error.message
         if len(message) > 200:
@@ -116,7 +122,7 @@ def _semantic(payload: dict[str, Any]) -> list[PayloadIssue]:
             issues.append(PayloadIssue(where, "reference", f"names no asset ({value!r})"))
         elif kinds[value] != kind:
             issues.append(
-                PayloadIssue(where, "reference", f"names a {kinds[value]} asset, needs {kind}")
+                PayloadIssue(where, "reference", f"names an {kinds[value]} asset, needs {kind}")
             )
 
     for i, step in enumerate(steps):

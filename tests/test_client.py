@@ -1,0 +1,147 @@
+"""Submitting: validation before I/O, idempotency under races, the queue limit, status."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+import mobius_preview
+from mobius_preview import (
+    BrokerUnavailable,
+    InvalidPayload,
+    JobNotFound,
+    QueueFull,
+    client,
+    records,
+    render_preview,
+)
+
+
+def waiting() -> int:
+    return sum(records.queue_depths().values())
+
+
+def test_submit_routes_by_priority_and_names_the_task_after_the_job(make_job):
+    jobs = {p: make_job(priority=p) for p in ("high", "normal", "low")}
+    for job in jobs.values():
+        result = mobius_preview.submit(job)
+        assert result.id == job["jobId"] and result.created
+    assert records.queue_depths() == {"high": 1, "normal": 1, "low": 1}
+    assert client.status(jobs["low"]["jobId"])["state"] == "queued"
+
+
+def test_default_priority_is_normal(make_job):
+    job = make_job()
+    job.pop("priority", None)
+    render_preview.delay(job)
+    assert records.queue_depths()["normal"] == 1
+
+
+def test_invalid_payload_never_reaches_the_broker(make_job):
+    job = make_job(dryRun="yes")
+    job["previewRequest"]["assets"] = [{"id": "a", "type": "image", "path": "../secret"}]
+    with pytest.raises(InvalidPayload) as caught:
+        render_preview.delay(job)
+    paths = {i.path for i in caught.value.issues}
+    assert paths == {"$.dryRun", "$.previewRequest.assets[0].path"}
+    assert waiting() == 0
+    with pytest.raises(JobNotFound):
+        client.status(job["jobId"])
+
+
+def test_duplicate_submission_returns_the_existing_job(make_job):
+    job = make_job()
+    first = mobius_preview.submit(job)
+    second = render_preview.delay(job)
+    assert first.created and not second.created
+    assert second.id == first.id
+    assert waiting() == 1
+
+
+def test_concurrent_duplicates_enqueue_once_across_processes(make_job, tmp_path):
+    job = make_job()
+    path = tmp_path / "job.json"
+    import json
+
+    path.write_text(json.dumps(job))
+    code = (
+        "import json,sys,mobius_preview;"
+        f"r=mobius_preview.submit(json.load(open({str(path)!r})));print(r.created)"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+             for _ in range(6)]
+    created = [p.communicate(timeout=60)[0].strip() for p in procs]
+    assert sorted(created) == ["False"] * 5 + ["True"]
+    assert waiting() == 1
+
+
+def test_concurrent_duplicates_enqueue_once_across_threads(make_job):
+    job = make_job()
+    results, barrier = [], threading.Barrier(16)
+
+    def go():
+        barrier.wait()
+        results.append(mobius_preview.submit(job).created)
+
+    threads = [threading.Thread(target=go) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results.count(True) == 1
+    assert waiting() == 1
+
+
+def test_queue_full_at_the_limit_and_accepting_again_below_it(make_job, settings_env):
+    settings_env(PREVIEW_QUEUE_MAX="3")
+    for _ in range(3):
+        mobius_preview.submit(make_job())
+    refused = make_job()
+    with pytest.raises(QueueFull) as caught:
+        mobius_preview.submit(refused)
+    assert caught.value.depth == 3 and caught.value.limit == 3
+    assert "3 jobs waiting, limit is 3" in str(caught.value)
+    with pytest.raises(JobNotFound):
+        client.status(refused["jobId"])  # a refused job leaves no claim behind
+    records.client().rpop(records.queue_keys()[1])  # one job leaves the queue
+    assert mobius_preview.submit(refused).created
+
+
+def test_broker_down_is_a_clear_fast_error(make_job, settings_env):
+    settings_env(REDIS_URL="redis://127.0.0.1:1/0")
+    started = time.monotonic()
+    with pytest.raises(BrokerUnavailable) as caught:
+        mobius_preview.submit(make_job())
+    assert time.monotonic() - started < 5
+    assert "cannot reach Redis at redis://127.0.0.1:1/0" in str(caught.value)
+    assert "not accepted" in str(caught.value)
+
+
+def test_unknown_job_is_not_found(capsys):
+    with pytest.raises(JobNotFound) as caught:
+        client.status("no-such-job")
+    assert "no-such-job" in str(caught.value)
+    from mobius_preview.cli import main
+
+    assert main(["status", "no-such-job"]) == 1
+    assert "job not found: 'no-such-job'" in capsys.readouterr().err
+
+
+def test_cancel_a_queued_job(make_job):
+    job = make_job()
+    mobius_preview.submit(job)
+    st = client.cancel(job["jobId"])
+    assert st["state"] == "failed" and st["error"] == "cancelled"
+
+
+def test_queue_stats_reports_depth_and_oldest_age(make_job):
+    mobius_preview.submit(make_job(priority="low"))
+    time.sleep(0.2)
+    stats = client.queue_stats()
+    assert stats["depth"] == {"high": 0, "normal": 0, "low": 1}
+    assert stats["oldestAgeSeconds"]["low"] >= 0.2
+    assert stats["oldestAgeSeconds"]["high"] is None
