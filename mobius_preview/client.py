@@ -94,6 +94,7 @@ def status(job_id: str) -> dict[str, Any]:
         "priority": record.get("priority", "normal"),
         "state": "queued" if state == "submitting" else state,
         "attempts": int(record.get("attempts") or 0),
+        "renders": int(record.get("renders") or 0),
         "submittedAt": record.get("submittedAt"),
         "startedAt": record.get("startedAt"),
         "finishedAt": record.get("finishedAt"),

@@ -151,6 +151,19 @@ def update(job_id: str, **fields: Any) -> None:
     pipe.execute()
 
 
+def finish(job_id: str, outcome: dict[str, Any], *, rendered: bool) -> None:
+    """Mark a job succeeded with its outcome; ``renders`` counts real encodes of it."""
+    pipe = client().pipeline(transaction=True)
+    pipe.hset(job_key(job_id), mapping={
+        "state": "succeeded", "finishedAt": now_iso(), "updatedAt": now_iso(), "error": "",
+        "outcome": json.dumps(outcome),
+    })
+    if rendered:
+        pipe.hincrby(job_key(job_id), "renders", 1)
+    pipe.expire(job_key(job_id), settings().record_ttl)
+    pipe.execute()
+
+
 def bury(job_id: str, letter: dict[str, Any], **fields: Any) -> None:
     """Write the dead letter and mark the job dead in one transaction."""
     values = {k: (v if isinstance(v, str) else json.dumps(v)) for k, v in fields.items()}

@@ -151,7 +151,7 @@ def render_preview(self: PreviewTask, payload: Any) -> dict[str, Any]:
             raise PermanentError(f"the job was delivered {deliveries} times: it kills its worker")
         now = records.now_iso()
         records.update(
-            job_id, **ident, state="running", attempts=attempt, startedAt=now,
+            job_id, **ident, state="running", attempts=attempt, startedAt=now, startedTs=time.time(),
             firstStartedAt=record.get("firstStartedAt") or now,
         )
         metrics.job_started(ident["priority"], record.get("submittedTs"))
@@ -171,10 +171,7 @@ def render_preview(self: PreviewTask, payload: Any) -> dict[str, Any]:
                 )
                 metrics.job_finished("retried", ident["priority"])
                 raise self.retry(exc=exc, countdown=delay, max_retries=cfg.max_tries - 1) from exc
-        records.update(
-            job_id, state="succeeded", finishedAt=records.now_iso(), outcome=outcome,
-            cacheHit=outcome["cacheHit"], key=outcome["key"], error="",
-        )
+        records.finish(job_id, outcome, rendered=not (outcome["cacheHit"] or outcome["dryRun"]))
         kind = "dry_run" if outcome["dryRun"] else "cache_hit" if outcome["cacheHit"] else "succeeded"
         metrics.job_finished(kind, ident["priority"], seconds=outcome["seconds"])
         return outcome
