@@ -14,11 +14,12 @@ import shutil
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from .errors import ConfigError
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_PASSWORD = re.compile(r"^([a-z+]+://[^:/@]*:)[^@]*@")
 _REDIS_SCHEMES = {"redis", "rediss", "redis+socket", "unix"}
 
 
@@ -67,16 +68,8 @@ class Settings:
 
 
 def mask_url(url: str) -> str:
-    """Hide the password of a URL so it can go into logs and errors."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    user = parts.username or ""
-    netloc = f"{user}:***@{host}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    """Hide the password of a URL so it can go into logs and errors (even a malformed one)."""
+    return _PASSWORD.sub(r"\1***@", url)
 
 
 def _int(env: dict[str, str], name: str, default: int, minimum: int = 0) -> int:

@@ -201,7 +201,7 @@ class WorkerProcess:
 
     def __init__(self, env: dict[str, str] | None = None, concurrency: int = 1,
                  name: str | None = None):
-        self.env = {**os.environ, **(env or {})}
+        self.env = {**os.environ, "LOG_LEVEL": "INFO", **(env or {})}
         self.args = [
             sys.executable, "-m", "celery", "-A", "mobius_preview", "worker",
             f"--concurrency={concurrency}", "--loglevel=INFO", "--without-gossip",
