@@ -108,25 +108,28 @@ def execute(payload: dict[str, Any]) -> dict[str, Any]:
     cfg = settings()
     started = time.perf_counter()
     job = validate_payload(payload)
-    prepared = render.prepare(job, cfg.assets_dir, cfg.max_video_seconds)
-    folder = storage.lookup(prepared.key)
+    identified = render.identify(job, cfg.assets_dir)
+    folder = storage.lookup(identified.key)
     cache_hit = folder is not None
+    timings: dict[str, float] = {}
     if folder is None:
-        workdir = storage.new_workdir(prepared.key)
+        prepared = render.prepare(identified, cfg.max_video_seconds)
+        workdir = storage.new_workdir(identified.key)
         try:
-            render.render(prepared, workdir, timeout=cfg.soft_time_limit)
-            folder = storage.publish(workdir, prepared.key)
+            timings = render.render(prepared, workdir, timeout=cfg.soft_time_limit)["timings"]
+            folder = storage.publish(workdir, identified.key)
         except BaseException:
             storage.discard(workdir)
             raise
-    storage.index_job(job["projectId"], job["jobId"], prepared.key, cache_hit=cache_hit)
+    storage.index_job(job["projectId"], job["jobId"], identified.key, cache_hit=cache_hit)
+    metrics.stages(timings)
     return {
         "jobId": job["jobId"],
         "projectId": job["projectId"],
-        "key": prepared.key,
+        "key": identified.key,
         "dryRun": bool(job.get("dryRun")),
         "cacheHit": cache_hit,
-        "duration": round(prepared.plan.duration, 3),
+        "duration": render.planned_duration(folder),
         "folder": str(folder),
         "artifacts": storage.artifacts(Path(folder)),
         "seconds": round(time.perf_counter() - started, 4),

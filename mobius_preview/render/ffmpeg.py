@@ -60,6 +60,40 @@ def run(args: list[str], *, timeout: float | None = None, what: str = "ffmpeg") 
     return proc.stderr
 
 
+class Running:
+    """An ffmpeg process started in the background; ``finish`` waits and checks it."""
+
+    def __init__(self, args: list[str], what: str, log: Path):
+        self.what = what
+        self.log = log
+        self._fh = log.open("w+", encoding="utf-8", errors="replace")
+        try:
+            self.proc = subprocess.Popen(
+                [ffmpeg_exe(), "-hide_banner", "-nostdin", *args],
+                stdout=subprocess.DEVNULL, stderr=self._fh,
+            )
+        except OSError as exc:
+            self._fh.close()
+            raise EncoderError(f"{what} could not start: {exc}") from exc
+
+    def finish(self, timeout: float | None) -> str:
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            self.proc.kill()
+            self.proc.wait()
+            raise EncoderError(f"{self.what} timed out after {timeout:.0f} s") from exc
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+        self._fh.seek(0)
+        output = self._fh.read()
+        self._fh.close()
+        if code != 0:
+            raise EncoderError(f"{self.what} failed with exit code {code}:\n{output[-_TAIL:].strip()}")
+        return output
+
+
 _DURATION = re.compile(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)")
 _TIME = re.compile(r"time=(\d+):(\d+):(\d+(?:\.\d+)?)")
 _BITRATE = re.compile(r"bitrate: (\d+) kb/s")
