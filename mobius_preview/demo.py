@@ -73,7 +73,7 @@ def run(jobs: list[str] | None = None) -> int:
             handles.append((job, result))
             print(f"submitted {job['jobId']} ({job.get('priority')})")
         rows = []
-        for job, result in handles:
+        for _job, result in handles:
             st = client.wait(result.id, timeout=300)
             rows.append({
                 "jobId": st["jobId"], "priority": st["priority"], "state": st["state"],

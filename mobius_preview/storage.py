@@ -5,6 +5,7 @@ Layout::
     DATA_DIR/previews/<key>/        one finished preview (video, poster, captions, manifest.json)
     DATA_DIR/index/<projectId>/<jobId>.json   which key a job ended with
     DATA_DIR/tmp/<key>.<random>/    renders in progress (same file system as previews/)
+    DATA_DIR/asset-facts/<sha256>.<type>.json   durations and sizes of asset files
 
 A render is written into tmp/ and moved into previews/ with one rename, so a preview
 is either complete or absent; when two workers race on the same key, the first
@@ -40,6 +41,11 @@ def _checked(pattern: re.Pattern[str], value: str, what: str) -> str:
 
 def preview_dir(key: str) -> Path:
     return root() / "previews" / _checked(_KEY, key, "key")
+
+
+def asset_facts_dir() -> Path:
+    """Where the renderer keeps what it learnt about asset files, by their sha256."""
+    return root() / "asset-facts"
 
 
 def lookup(key: str) -> Path | None:

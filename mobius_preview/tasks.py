@@ -113,7 +113,7 @@ def execute(payload: dict[str, Any]) -> dict[str, Any]:
     cache_hit = folder is not None
     timings: dict[str, float] = {}
     if folder is None:
-        prepared = render.prepare(identified, cfg.max_video_seconds)
+        prepared = render.prepare(identified, cfg.max_video_seconds, storage.asset_facts_dir())
         workdir = storage.new_workdir(identified.key)
         try:
             timings = render.render(prepared, workdir, timeout=cfg.soft_time_limit)["timings"]
@@ -167,7 +167,7 @@ def render_preview(self: PreviewTask, payload: Any) -> dict[str, Any]:
                 if attempt >= cfg.max_tries:
                     raise
                 delay = retry_delay(self.request.retries)
-                delays = json.loads(record.get("retryDelays") or "[]") + [round(delay, 3)]
+                delays = [*json.loads(record.get("retryDelays") or "[]"), round(delay, 3)]
                 records.update(
                     job_id, state="retrying", error=f"{type(exc).__name__}: {exc}",
                     retryDelays=delays,

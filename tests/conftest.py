@@ -168,7 +168,7 @@ def worker() -> Iterator[object]:
 def fake_ffmpeg(tmp_path: Path, *, fail_first: int = 0, sleep: float = 0.0) -> Path:
     """An ffmpeg wrapper: the first ``fail_first`` encodes crash, each encode sleeps first.
 
-    Only encodes (slides.ffconcat into preview.mp4/.webm) are affected; everything else
+    Only video encodes (reading slides.ffconcat) are affected; everything else
     runs the real binary, so a job still produces a real video once it heals.
     """
     from mobius_preview.render import ffmpeg as ff
@@ -179,7 +179,7 @@ def fake_ffmpeg(tmp_path: Path, *, fail_first: int = 0, sleep: float = 0.0) -> P
     script.write_text(
         f"""#!/bin/sh
 case "$*" in
-  *ffconcat*preview.mp4*|*ffconcat*preview.webm*)
+  *slides.ffconcat*)
     n=$(cat {counter} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {counter}
     sleep {sleep}
     if [ "$n" -le {fail_first} ]; then echo "simulated encoder crash $n" >&2; exit 1; fi ;;

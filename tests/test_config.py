@@ -24,7 +24,8 @@ def test_defaults():
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"PREVIEW_WORKER_CONCURRENCY": "two"}, "PREVIEW_WORKER_CONCURRENCY: must be an integer, got 'two'"),
+        ({"PREVIEW_WORKER_CONCURRENCY": "two"},
+         "PREVIEW_WORKER_CONCURRENCY: must be an integer, got 'two'"),
         ({"PREVIEW_WORKER_CONCURRENCY": "0"}, "PREVIEW_WORKER_CONCURRENCY: must be >= 1, got 0"),
         ({"PREVIEW_QUEUE_MAX": "-5"}, "PREVIEW_QUEUE_MAX: must be >= 1"),
         ({"REDIS_URL": "http://example"}, "REDIS_URL: scheme must be one of"),
@@ -33,7 +34,8 @@ def test_defaults():
         ({"PREVIEW_QUEUE_NAME": "a b"}, "PREVIEW_QUEUE_NAME"),
         ({"PREVIEW_SOFT_TIME_LIMIT": "100", "PREVIEW_TIME_LIMIT": "50"}, "PREVIEW_TIME_LIMIT: must exceed"),
         ({"PREVIEW_VISIBILITY_TIMEOUT": "10"}, "PREVIEW_VISIBILITY_TIMEOUT: must be >="),
-        ({"FFMPEG_BINARY": "/nonexistent/ffmpeg"}, "FFMPEG_BINARY: '/nonexistent/ffmpeg' is not an executable"),
+        ({"FFMPEG_BINARY": "/nonexistent/ffmpeg"},
+         "FFMPEG_BINARY: '/nonexistent/ffmpeg' is not an executable"),
         ({"METRICS_PORT": "70000"}, "METRICS_PORT: must be a TCP port"),
         ({"LOG_FORMAT": "xml"}, "LOG_FORMAT"),
     ],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 from celery.contrib.testing.worker import start_worker
 from conftest import encode_count, fake_ffmpeg, wait_for
@@ -19,7 +20,7 @@ def test_dry_run_writes_a_manifest_and_renders_nothing(worker, make_job):
     st = client.wait(job["jobId"], timeout=30)
     assert st["state"] == "succeeded" and st["dryRun"] and st["attempts"] == 1
     assert set(st["artifacts"]) == {"manifest.json"}
-    data = json.loads(open(st["artifacts"]["manifest.json"]).read())
+    data = json.loads(Path(st["artifacts"]["manifest.json"]).read_text())
     assert data["dryRun"] is True and "output" not in data
     assert data["plan"]["format"] == "webm" and data["plan"]["resolution"] == "1280x720"
     assert st["renders"] == 0

@@ -13,11 +13,14 @@ import hashlib
 import json
 import shutil
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from PIL import Image
 
 from . import assets as asset_checks
 from . import captions, encode, ffmpeg, manifest, slides
@@ -63,9 +66,12 @@ def identify(job: dict[str, Any], assets_dir: Path) -> Identified:
     return Identified(job, located, content_key(job, located))
 
 
-def prepare(identified: Identified, max_seconds: float) -> Prepared:
-    """Open every asset and lay out the plan; raises PermanentError on bad input."""
-    inspected = asset_checks.inspect(identified.assets)
+def prepare(identified: Identified, max_seconds: float, cache_dir: Path | None = None) -> Prepared:
+    """Open every asset and lay out the plan; raises PermanentError on bad input.
+
+    ``cache_dir`` keeps what was learnt about each asset's bytes (see assets.inspect).
+    """
+    inspected = asset_checks.inspect(identified.assets, cache_dir)
     plan = build(identified.job, inspected, max_seconds)
     return Prepared(identified.job, inspected, plan, identified.key)
 
@@ -73,6 +79,10 @@ def prepare(identified: Identified, max_seconds: float) -> Prepared:
 class _Stages:
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
+
+    def timed(self, name: str, fn, *args, **kwargs):
+        with self.stage(name):
+            return fn(*args, **kwargs)
 
     @contextmanager
     def stage(self, name: str):
@@ -110,39 +120,49 @@ def render(prepared: Prepared, out: Path, *, timeout: float) -> dict[str, Any]:
 
 
 def _render_media(plan: Plan, out: Path, stages: _Stages, timeout: float) -> dict[str, Any]:
+    """Audio on one thread; slides, then the video, on this one; the audio thread writes the file."""
     scratch = out / ".scratch"
     scratch.mkdir()
-    wav = scratch / "audio.wav"
-    mixing = encode.start_audio(plan, wav)  # runs on the other core while slides are drawn
-    try:
-        frames: list[tuple[Path, float]] = []
-        thumbs = []
-        with stages.stage("slides"):
-            for slide in plan.slides:
-                picture = slides.draw(plan, slide)
-                path = scratch / f"slide-{slide.index:03d}.png"
-                picture.save(path, compress_level=1)
-                if slide.index == 0:
-                    picture.save(out / "poster.png", optimize=True)
-                thumbs.append(picture.resize((THUMB_WIDTH, THUMB_WIDTH * plan.height // plan.width)))
-                frames.append((path, slide.duration))
-            slides.contact_sheet(thumbs).save(out / "contact-sheet.png", optimize=True)
-        with stages.stage("audio"):
-            gain = encode.gain_db(plan, mixing.finish(timeout))
-    finally:
-        if mixing.proc.poll() is None:
-            mixing.proc.kill()
-    with stages.stage("captions"):
-        if plan.include_captions:
-            (out / "captions.srt").write_text(captions.srt(plan), encoding="utf-8")
-            (out / "captions.vtt").write_text(captions.vtt(plan), encoding="utf-8")
     video = out / f"preview.{plan.format}"
-    with stages.stage("encode"):
-        encode.encode(plan, frames, wav, gain, video, timeout=timeout)
+    video_ready: Future[Path] = Future()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        audio = pool.submit(stages.timed, "audio_and_mux", encode.audio_and_mux, plan, scratch,
+                            video_ready, video, timeout=timeout)
+        try:
+            video_ready.set_result(_slides_and_video(plan, out, scratch, stages, timeout))
+        except BaseException as exc:
+            video_ready.set_exception(exc)
+            raise
+        finally:
+            with stages.stage("wait_audio"):
+                gain = audio.result()
     shutil.rmtree(scratch)
     with stages.stage("probe"):
         facts = ffmpeg.probe(video)
     return {"file": video.name, "gainDb": gain, **facts}
+
+
+def _slides_and_video(plan: Plan, out: Path, scratch: Path, stages: _Stages, timeout: float) -> Path:
+    frames: list[tuple[Path, float]] = []
+    thumbs = []
+    with stages.stage("slides"):
+        for slide in plan.slides:
+            picture = slides.draw(plan, slide)
+            path = scratch / f"slide-{slide.index:03d}.bmp"  # uncompressed: quickest both ways
+            picture.save(path)
+            if slide.index == 0:
+                picture.save(out / "poster.png", compress_level=6)
+            thumbs.append(picture.resize((THUMB_WIDTH, THUMB_WIDTH * plan.height // plan.width),
+                                         Image.Resampling.BILINEAR, reducing_gap=2.0))
+            frames.append((path, slide.duration))
+    with stages.stage("video"):
+        encoding, track = encode.start_video(plan, frames, scratch)
+        slides.contact_sheet(thumbs).save(out / "contact-sheet.png", compress_level=6)
+        if plan.include_captions:
+            (out / "captions.srt").write_text(captions.srt(plan), encoding="utf-8")
+            (out / "captions.vtt").write_text(captions.vtt(plan), encoding="utf-8")
+        encoding.finish(timeout)
+    return track
 
 
 def planned_duration(folder: Path) -> float:

@@ -10,8 +10,12 @@ failure is an ``AssetError`` naming the asset and the reason: retrying cannot fi
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import stat
+import threading
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -24,6 +28,7 @@ from . import ffmpeg
 MAX_IMAGE_PIXELS = 40_000_000  # ~ 8000x5000; far beyond any slide, far below a bomb
 MAX_IMAGE_BYTES = 50 * 1024 * 1024
 MAX_AUDIO_BYTES = 200 * 1024 * 1024
+INSPECT_THREADS = 4
 
 
 @dataclass(frozen=True)
@@ -118,12 +123,55 @@ def locate(project_root: Path, specs: list[dict[str, Any]]) -> dict[str, Asset]:
     return located
 
 
-def inspect(located: dict[str, Asset]) -> dict[str, Asset]:
-    """Open every image and decode every audio clip: proof they are usable, and their sizes."""
-    inspected = {}
-    for asset_id, asset in located.items():
+def inspect(located: dict[str, Asset], cache_dir: Path | None = None) -> dict[str, Asset]:
+    """Open every image and decode every audio clip: proof they are usable, and their sizes.
+
+    What was learnt about a file is kept in ``cache_dir`` under its sha256, so the
+    same bytes (a music loop, a board picture) are decoded once per store, not per job.
+    """
+
+    def check(asset: Asset) -> Asset:
+        cached = _cache_read(cache_dir, asset)
+        if cached is not None:
+            return cached
         if asset.type == "image":
-            inspected[asset_id] = replace(asset, dimensions=_check_image(asset.path, asset.where))
+            checked = replace(asset, dimensions=_check_image(asset.path, asset.where))
         else:
-            inspected[asset_id] = replace(asset, duration=_check_audio(asset.path, asset.where))
-    return inspected
+            checked = replace(asset, duration=_check_audio(asset.path, asset.where))
+        _cache_write(cache_dir, checked)
+        return checked
+
+    # Decoding audio is an ffmpeg process per clip: run them side by side.
+    with ThreadPoolExecutor(max_workers=INSPECT_THREADS) as pool:
+        checked = list(pool.map(check, located.values()))
+    return {asset.id: asset for asset in checked}
+
+
+def _cache_path(cache_dir: Path, asset: Asset) -> Path:
+    return cache_dir / f"{asset.sha256}.{asset.type}.json"
+
+
+def _cache_read(cache_dir: Path | None, asset: Asset) -> Asset | None:
+    if cache_dir is None:
+        return None
+    try:
+        facts = json.loads(_cache_path(cache_dir, asset).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if asset.type == "image" and isinstance(facts.get("dimensions"), list):
+        return replace(asset, dimensions=tuple(facts["dimensions"]))
+    if asset.type == "audio" and isinstance(facts.get("duration"), float | int):
+        return replace(asset, duration=float(facts["duration"]))
+    return None
+
+
+def _cache_write(cache_dir: Path | None, asset: Asset) -> None:
+    if cache_dir is None:
+        return
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = cache_dir / f".{asset.sha256}.{os.getpid()}.{threading.get_ident()}"
+        tmp.write_text(json.dumps({"duration": asset.duration, "dimensions": asset.dimensions}))
+        os.replace(tmp, _cache_path(cache_dir, asset))
+    except OSError:
+        pass  # a cache that cannot be written only costs time

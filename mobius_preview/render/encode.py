@@ -16,6 +16,7 @@ requested frame grid (video time base 1/fps).
 from __future__ import annotations
 
 import re
+from concurrent.futures import Future
 from pathlib import Path
 
 from . import ffmpeg
@@ -103,8 +104,8 @@ def audio_graph(plan: Plan) -> tuple[list[str], str]:
     return inputs, ";".join(graph)
 
 
-def start_audio(plan: Plan, wav: Path) -> ffmpeg.Running:
-    """Start mixing the plan's audio into ``wav`` in the background."""
+def start_mix(plan: Plan, wav: Path) -> ffmpeg.Running:
+    """Start mixing the plan's audio into ``wav`` (measuring its loudness when asked)."""
     inputs, graph = audio_graph(plan)
     args = ["-v", "info", "-nostats", "-y", *inputs, "-filter_complex", graph,
             "-map", "[aout]", "-c:a", "pcm_s16le", str(wav)]
@@ -124,22 +125,33 @@ def gain_db(plan: Plan, mix_log: str) -> float | None:
     return round(min(30.0, TARGET_LUFS - float(found[-1])), 2)
 
 
-def encode(plan: Plan, frames: list[tuple[Path, float]], wav: Path, gain: float | None,
-           out: Path, *, timeout: float) -> None:
-    """Encode ``out`` from the slide pictures and the mixed audio."""
-    script = frames[0][0].parent / "slides.ffconcat"
-    script.write_text(concat_list(plan, frames), encoding="utf-8")
+def audio_and_mux(plan: Plan, scratch: Path, video_ready: Future[Path], out: Path, *,
+                  timeout: float) -> float | None:
+    """Mix and measure the audio, then encode it into ``out`` beside the finished video.
+
+    Runs on its own thread while the slides are drawn and the video is encoded:
+    audio encoding is single-threaded and the longest step, so it starts as soon as
+    the mix is measured and writes the final file itself (video stream copied).
+    Returns the gain applied (None when the job does not normalise).
+    """
+    wav = scratch / "audio.wav"
+    gain = gain_db(plan, start_mix(plan, wav).finish(timeout))
+    video = video_ready.result(timeout=timeout)
+    level = ["-af", f"volume={gain}dB,alimiter=limit={PEAK_LIMIT:.4f}:level=0"] if gain is not None else []
     codec = CODECS[plan.format]
-    audio_filter = ["-af", f"volume={gain}dB,alimiter=limit={PEAK_LIMIT:.4f}:level=0"] \
-        if gain is not None else []
-    args = [
-        "-v", "error", "-y",
-        "-f", "concat", "-safe", "0", "-i", str(script),
-        "-i", str(wav),
-        "-map", "0:v", "-map", "1:a", *audio_filter,
-        "-fps_mode", "vfr", "-enc_time_base:v", f"1/{plan.fps}",
-        *codec["video"], *codec["audio"], *codec["container"],
-        "-t", f"{plan.duration:.6f}",
-        str(out),
-    ]
-    ffmpeg.run(args, timeout=timeout, what=f"encoding {out.name}")
+    ffmpeg.run(["-v", "error", "-y", "-i", str(wav), "-i", str(video), "-map", "1:v", "-map", "0:a",
+                "-c:v", "copy", *level, *codec["audio"], *codec["container"],
+                "-t", f"{plan.duration:.6f}", str(out)],
+               timeout=timeout, what=f"encoding audio into {out.name}")
+    return gain
+
+
+def start_video(plan: Plan, frames: list[tuple[Path, float]], scratch: Path) -> tuple[ffmpeg.Running, Path]:
+    """Start encoding the slide pictures (distinct frames only) into a video-only file."""
+    script = scratch / "slides.ffconcat"
+    script.write_text(concat_list(plan, frames), encoding="utf-8")
+    track = scratch / ("video.mp4" if plan.format == "mp4" else "video.webm")
+    args = ["-v", "error", "-y", "-f", "concat", "-safe", "0", "-i", str(script), "-an",
+            "-fps_mode", "vfr", "-enc_time_base:v", f"1/{plan.fps}", *CODECS[plan.format]["video"],
+            "-t", f"{plan.duration:.6f}", str(track)]
+    return ffmpeg.Running(args, "encoding video", scratch / "video.log"), track
