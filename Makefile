@@ -28,6 +28,12 @@ bench: venv
 	$(BIN)/python bench/render.py
 	$(BIN)/python bench/queue.py
 
+exporter: venv
+	$(BIN)/mobius-preview exporter --port $${EXPORTER_PORT:-9808}
+
+flower: venv
+	$(BIN)/celery -A mobius_preview flower
+
 worker: venv
 	$(BIN)/celery -A mobius_preview worker --loglevel=INFO
 

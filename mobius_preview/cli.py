@@ -128,6 +128,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run(jobs=args.jobs)
 
 
+def cmd_exporter(args: argparse.Namespace) -> int:
+    from . import exporter
+
+    if args.setup_only:
+        print(exporter.ensure_venv(quiet=False))
+        return 0
+    return exporter.run(port=args.port, host=args.host)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mobius-preview", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -167,6 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help="re-check a preview folder against its manifest")
     p.add_argument("dirs", nargs="+")
     p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("exporter", help="run celery-exporter (own pinned venv, made on first use)")
+    p.add_argument("--port", type=int, default=9808)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--setup-only", action="store_true", help="create the venv and exit")
+    p.set_defaults(func=cmd_exporter)
 
     p = sub.add_parser("demo", help="embedded Redis + a worker + the example jobs")
     p.add_argument("--jobs", nargs="*", help="payload files (default: schemas/examples)")

@@ -10,11 +10,9 @@ METRICS_PORT. Queue metrics are read from Redis at scrape time.
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 from prometheus_client import (
     CollectorRegistry,
@@ -116,11 +114,10 @@ def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 
 
-def prepare_multiprocess(folder: Path) -> None:
-    """Empty and select the multiprocess folder; call before any metric is touched by a child."""
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True, exist_ok=True)
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+def process_exited(pid: int) -> None:
+    """Drop a finished pool process's live gauges (jobs in progress)."""
+    if multiprocess_dir():
+        multiprocess.mark_process_dead(pid)
 
 
 def registry(include_queues: bool = True) -> CollectorRegistry:

@@ -21,7 +21,7 @@ from celery.utils.time import get_exponential_backoff_interval
 from . import logs, metrics, records, render, storage
 from .app import app
 from .config import settings
-from .errors import PermanentError
+from .errors import InvalidPayload, PermanentError
 from .schema import validate_payload
 
 TASK_NAME = "mobius_preview.render_preview"
@@ -84,7 +84,8 @@ class PreviewTask(Task):
             task_id, letter, error=letter["error"], errorKind=letter["errorKind"],
             attempts=attempts, finishedAt=letter["deadAt"],
         )
-        metrics.job_finished("dead", _priority(payload))
+        # An invalid payload is dead-lettered like any permanent error, counted apart.
+        metrics.job_finished("invalid" if isinstance(exc, InvalidPayload) else "dead", _priority(payload))
 
 
 def _priority(payload: Any) -> str:
@@ -148,6 +149,8 @@ def render_preview(self: PreviewTask, payload: Any) -> dict[str, Any]:
             # Redelivered after the job finished but before its message was acked.
             return json.loads(record["outcome"])
         if record.get("state") in ("dead", "failed"):
+            if record["state"] == "failed":
+                metrics.job_finished("failed", ident["priority"])  # cancelled before it ran
             return {"jobId": job_id, "skipped": record["state"]}
         deliveries = records.client().hincrby(records.job_key(job_id), "deliveries", 1)
         if deliveries > 2 * cfg.max_tries + 1:

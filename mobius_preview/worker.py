@@ -28,10 +28,14 @@ def _check_broker(**_: object) -> None:
     except redis.RedisError as exc:
         sys.exit(f"mobius-preview: REDIS_URL: cannot reach {cfg.redis_url_masked}: {exc}")
     if cfg.metrics_port is not None:
-        # Before the pool forks: children inherit the folder and write their samples there.
-        metrics.prepare_multiprocess(cfg.data_dir / "prometheus" / f"worker-{os.getpid()}")
         metrics.serve(cfg.metrics_port)
-        log.info("metrics on port %s", cfg.metrics_port)
+        log.info("metrics on port %s (multiprocess folder %s)", cfg.metrics_port,
+                 metrics.multiprocess_dir())
+
+
+@signals.worker_process_shutdown.connect
+def _child_exited(pid: int | None = None, **_: object) -> None:
+    metrics.process_exited(pid or os.getpid())
 
 
 @signals.worker_ready.connect
