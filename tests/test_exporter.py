@@ -1,0 +1,56 @@
+"""celery-exporter (its own pinned venv) reads our 5.7 workers' events and queues."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+from conftest import RUN_DIR, free_port, scrape
+
+import mobius_preview
+from mobius_preview import client, exporter
+
+
+@pytest.fixture(scope="module")
+def exporter_python():
+    try:
+        return exporter.ensure_venv()
+    except (subprocess.CalledProcessError, OSError) as exc:
+        pytest.skip(f"could not build the exporter's venv (needs PyPI): {exc}")
+
+
+def value(samples, metric, **labels) -> float:
+    """Sum of the samples of ``metric`` whose labels include ``labels``."""
+    return sum(v for (n, lab), v in samples.items()
+               if n == metric and set(labels.items()) <= set(lab))
+
+
+def test_exporter_counts_jobs_run_by_a_real_worker(exporter_python, worker_process, make_job):
+    port = free_port()
+    log = (RUN_DIR / "exporter.log").open("w")
+    proc = subprocess.Popen(exporter.command(port=port), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        worker_process(concurrency=1)
+        scrape(f"http://127.0.0.1:{port}/metrics", timeout=60)  # up and subscribed
+        time.sleep(2)
+        jobs = [make_job(priority=p) for p in ("high", "normal", "low")]
+        for job in jobs:
+            mobius_preview.submit(job)
+        for job in jobs:
+            assert client.wait(job["jobId"], timeout=60)["state"] == "succeeded"
+        deadline = time.monotonic() + 30
+        while True:
+            s = scrape(f"http://127.0.0.1:{port}/metrics")
+            done = value(s, "celery_task_succeeded_total", name="mobius_preview.render_preview")
+            if done >= 3 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert done == 3
+        assert value(s, "celery_task_sent_total", name="mobius_preview.render_preview") == 3
+        assert value(s, "celery_worker_up") >= 1
+        for queue in ("preview.high", "preview.normal", "preview.low"):
+            assert any(n == "celery_queue_length" and ("queue_name", queue) in lab for n, lab in s), queue
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
