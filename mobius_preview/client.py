@@ -9,18 +9,20 @@ that expires after records.SUBMIT_GRACE_SECONDS.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import Any
 
 import redis
 from celery.result import AsyncResult
 
-from . import metrics, records
+from . import logs, metrics, records
 from .config import settings
 from .errors import BrokerUnavailable, JobNotFound, QueueFull
 from .schema import validate_payload
 
 TERMINAL = ("succeeded", "failed", "dead")
+log = logging.getLogger("mobius_preview.client")
 
 
 class PreviewResult(AsyncResult):
@@ -74,6 +76,8 @@ def submit(payload: Any, *, replay: bool = False) -> PreviewResult:
         metrics.refused("broker")
         raise _broker_down(exc) from None
     records.confirm(job_id)
+    with logs.job_context(**logs.job_fields(job, job_id)):
+        log.info("job submitted to %s", settings().queue(priority))
     return result
 
 

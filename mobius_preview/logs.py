@@ -20,6 +20,19 @@ _job: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("jo
 JOB_FIELDS = ("requestId", "jobId", "projectId", "attempt", "priority")
 
 
+def job_fields(payload: Any, job_id: str, attempt: int | None = None) -> dict[str, Any]:
+    """The fields that identify a job in logs and records, from a payload of any shape."""
+    data = payload if isinstance(payload, dict) else {}
+    priority = data.get("priority")
+    return {
+        "jobId": job_id,
+        "projectId": data.get("projectId") if isinstance(data.get("projectId"), str) else None,
+        "requestId": data.get("requestId") if isinstance(data.get("requestId"), str) else None,
+        "priority": priority if priority in ("high", "normal", "low") else "normal",
+        "attempt": attempt,
+    }
+
+
 @contextmanager
 def job_context(**fields: Any):
     """Attach job fields to every log record emitted inside the block."""
@@ -30,9 +43,24 @@ def job_context(**fields: Any):
         _job.reset(token)
 
 
+def begin(fields: dict[str, Any]) -> contextvars.Token:
+    """Start a job's log context (for Celery's task_prerun); end it with ``end``."""
+    return _job.set({k: v for k, v in fields.items() if v is not None})
+
+
+def end(token: contextvars.Token) -> None:
+    _job.reset(token)
+
+
 class _JobFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        for name, value in (_job.get() or {}).items():
+        fields = _job.get()
+        if fields is None:
+            # Celery's own lines about a task ("received", ...) carry its id in ``data``.
+            data = getattr(record, "data", None)
+            if isinstance(data, dict) and isinstance(data.get("id"), str):
+                fields = {"jobId": data["id"]}
+        for name, value in (fields or {}).items():
             if not hasattr(record, name):
                 setattr(record, name, value)
         return True

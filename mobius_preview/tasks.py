@@ -8,6 +8,7 @@ by priority in the caller's process. Only Celery's own retry path publishes dire
 from __future__ import annotations
 
 import json
+import logging
 import random
 import time
 import traceback
@@ -25,6 +26,7 @@ from .errors import InvalidPayload, PermanentError
 from .schema import validate_payload
 
 TASK_NAME = "mobius_preview.render_preview"
+log = logging.getLogger("mobius_preview.tasks")
 
 
 def retry_delay(retries: int) -> float:
@@ -84,24 +86,14 @@ class PreviewTask(Task):
             task_id, letter, error=letter["error"], errorKind=letter["errorKind"],
             attempts=attempts, finishedAt=letter["deadAt"],
         )
+        log.error("job dead-lettered after %d attempts (%s): %s", attempts, letter["errorKind"],
+                  letter["error"])
         # An invalid payload is dead-lettered like any permanent error, counted apart.
         metrics.job_finished("invalid" if isinstance(exc, InvalidPayload) else "dead", _priority(payload))
 
 
 def _priority(payload: Any) -> str:
-    if isinstance(payload, dict) and payload.get("priority") in ("high", "normal", "low"):
-        return payload["priority"]
-    return "normal"
-
-
-def _identity(payload: Any, job_id: str) -> dict[str, Any]:
-    data = payload if isinstance(payload, dict) else {}
-    return {
-        "jobId": job_id,
-        "projectId": data.get("projectId"),
-        "requestId": data.get("requestId"),
-        "priority": _priority(payload),
-    }
+    return logs.job_fields(payload, "")["priority"]
 
 
 def execute(payload: dict[str, Any]) -> dict[str, Any]:
@@ -142,7 +134,8 @@ def render_preview(self: PreviewTask, payload: Any) -> dict[str, Any]:
     cfg = settings()
     job_id = self.request.id
     attempt = self.request.retries + 1
-    ident = _identity(payload, job_id)
+    ident = logs.job_fields(payload, job_id)
+    ident.pop("attempt")
     with logs.job_context(**ident, attempt=attempt):
         record = records.get(job_id) or {}
         if record.get("state") == "succeeded" and record.get("outcome"):
@@ -161,6 +154,7 @@ def render_preview(self: PreviewTask, payload: Any) -> dict[str, Any]:
             firstStartedAt=record.get("firstStartedAt") or now,
         )
         metrics.job_started(ident["priority"], record.get("submittedTs"))
+        log.info("job started")
         with metrics.in_progress():
             try:
                 outcome = execute(payload)
@@ -176,8 +170,10 @@ def render_preview(self: PreviewTask, payload: Any) -> dict[str, Any]:
                     retryDelays=delays,
                 )
                 metrics.job_finished("retried", ident["priority"])
+                log.warning("job failed (%s: %s); retry in %.1f s", type(exc).__name__, exc, delay)
                 raise self.retry(exc=exc, countdown=delay, max_retries=cfg.max_tries - 1) from exc
         records.finish(job_id, outcome, rendered=not (outcome["cacheHit"] or outcome["dryRun"]))
         kind = "dry_run" if outcome["dryRun"] else "cache_hit" if outcome["cacheHit"] else "succeeded"
         metrics.job_finished(kind, ident["priority"], seconds=outcome["seconds"])
+        log.info("job %s in %.2f s: %s", kind.replace("_", " "), outcome["seconds"], outcome["folder"])
         return outcome

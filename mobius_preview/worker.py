@@ -43,3 +43,21 @@ def _clean_leftovers(**_: object) -> None:
     removed = storage.clean_stale(settings().time_limit + 60)
     if removed:
         log.info("removed %d temporary folders left by crashed renders", removed)
+
+
+_log_tokens: dict[str, object] = {}
+
+
+@signals.task_prerun.connect
+def _job_logs_begin(task_id: str | None = None, task=None, args=None, **_: object) -> None:
+    """Celery's own lines about a job (succeeded, failed, retry) carry its fields too."""
+    attempt = (task.request.retries + 1) if task is not None else None
+    payload = args[0] if args else None
+    _log_tokens[task_id] = logs.begin(logs.job_fields(payload, task_id, attempt))
+
+
+@signals.task_postrun.connect
+def _job_logs_end(task_id: str | None = None, **_: object) -> None:
+    token = _log_tokens.pop(task_id, None)
+    if token is not None:
+        logs.end(token)
