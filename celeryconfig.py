@@ -11,13 +11,14 @@ from mobius_preview.config import settings
 _s = settings()
 
 broker_url = _s.redis_url
-result_backend = _s.redis_url  # "redis+socket://" selects the Redis backend over a unix socket
+# No Celery result backend: each job's state and outcome live in its record
+# (mobius_preview.records), which also knows "retrying" and "dead"; the host reads
+# them through mobius_preview.status()/wait() or the returned PreviewResult.
+task_ignore_result = True
 
 # JSON only: a pickled message is refused by the worker, never deserialized.
 task_serializer = "json"
-result_serializer = "json"
 accept_content = ["json"]
-result_accept_content = ["json"]
 event_serializer = "json"
 
 # One queue (one Redis list) per priority, consumed strictly in this order. No
@@ -44,14 +45,10 @@ _transport = {
     "unacked_restore_throttle": 1,
 }
 broker_transport_options = _transport
-result_backend_transport_options = {"global_keyprefix": _s.key_prefix,
-                                    "visibility_timeout": _s.visibility_timeout}
 broker_connection_retry_on_startup = True
 broker_connection_timeout = 4
 redis_socket_connect_timeout = 4
 redis_socket_timeout = 10
-result_expires = _s.record_ttl
-result_extended = True
 
 # At least once: acknowledge after the task returns; a pool child killed mid-job
 # requeues its message; prefetch one so a waiting high job is never stuck behind
@@ -61,10 +58,8 @@ task_reject_on_worker_lost = True
 worker_prefetch_multiplier = 1
 worker_concurrency = _s.concurrency
 worker_cancel_long_running_tasks_on_connection_loss = True
-worker_deduplicate_successful_tasks = True
 task_soft_time_limit = _s.soft_time_limit
 task_time_limit = _s.time_limit
-task_track_started = True
 
 # Events for Flower and celery-exporter.
 worker_send_task_events = True

@@ -18,21 +18,54 @@ from celery.result import AsyncResult
 
 from . import logs, metrics, records
 from .config import settings
-from .errors import BrokerUnavailable, JobNotFound, QueueFull
+from .errors import BrokerUnavailable, JobFailed, JobNotFound, QueueFull
 from .schema import validate_payload
 
 TERMINAL = ("succeeded", "failed", "dead")
 log = logging.getLogger("mobius_preview.client")
 
 
+_CELERY_STATES = {"queued": "PENDING", "running": "STARTED", "retrying": "RETRY",
+                  "succeeded": "SUCCESS", "failed": "FAILURE", "dead": "FAILURE"}
+
+
 class PreviewResult(AsyncResult):
-    """A Celery AsyncResult that also says whether this call created the job."""
+    """What ``render_preview.delay`` returns: an AsyncResult read from the job's record.
+
+    ``created`` says whether this call created the job (False: the jobId existed).
+    ``get()`` waits and returns the outcome (artifacts, key, cache hit) or raises
+    JobFailed; ``state`` speaks Celery's names (PENDING, STARTED, RETRY, SUCCESS, FAILURE).
+    """
 
     created: bool = True
     priority: str = "normal"
 
     def job_status(self) -> dict[str, Any]:
         return status(self.id)
+
+    @property
+    def state(self) -> str:  # type: ignore[override]
+        return _CELERY_STATES[status(self.id)["state"]]
+
+    status = state
+
+    def ready(self) -> bool:
+        return status(self.id)["state"] in TERMINAL
+
+    def successful(self) -> bool:
+        return status(self.id)["state"] == "succeeded"
+
+    def failed(self) -> bool:
+        return status(self.id)["state"] in ("failed", "dead")
+
+    def get(self, timeout: float | None = None, propagate: bool = True, **_: Any) -> Any:  # type: ignore[override]
+        final = wait(self.id, timeout=3600 if timeout is None else timeout)
+        if final["state"] != "succeeded":
+            if propagate:
+                raise JobFailed(self.id, final["state"], final["error"])
+            return final
+        record = records.get(self.id) or {}
+        return json.loads(record.get("outcome") or "{}")
 
 
 def _broker_down(exc: Exception) -> BrokerUnavailable:

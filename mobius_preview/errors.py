@@ -81,3 +81,11 @@ class JobNotFound(MobiusError, LookupError):
     def __init__(self, job_id: str):
         self.job_id = job_id
         super().__init__(f"job not found: {job_id!r}")
+
+
+class JobFailed(MobiusError):
+    """Raised by PreviewResult.get() for a job that ended dead or cancelled."""
+
+    def __init__(self, job_id: str, state: str, error: str | None):
+        self.job_id, self.state, self.error = job_id, state, error
+        super().__init__(f"job {job_id!r} ended {state}: {error}")

@@ -139,3 +139,21 @@ def test_strict_priority_high_jobs_run_before_waiting_low_ones(make_job):
     started = {j["jobId"]: float(records.get(j["jobId"])["startedTs"]) for j in low + high}
     order = sorted(started, key=started.get)
     assert set(order[:5]) == {j["jobId"] for j in high}, order[:8]
+
+
+def test_the_returned_result_reads_like_a_celery_result(worker, tiny_job, make_job):
+    from mobius_preview import JobFailed, render_preview
+
+    result = render_preview.delay(tiny_job())
+    outcome = result.get(timeout=60)
+    assert outcome["jobId"] == result.id and "preview.mp4" in outcome["artifacts"]
+    assert result.state == "SUCCESS" and result.ready() and result.successful()
+    bad = make_job(dryRun=False)
+    bad["previewRequest"]["assets"] = [{"id": "x", "type": "image", "path": "images/none.png"}]
+    failing = render_preview.delay(bad)
+    try:
+        failing.get(timeout=30)
+        raise AssertionError("expected JobFailed")
+    except JobFailed as exc:
+        assert exc.state == "dead" and "file not found" in exc.error
+    assert failing.state == "FAILURE" and failing.failed()
