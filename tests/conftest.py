@@ -304,3 +304,15 @@ def scrape(url: str, timeout: float = 30) -> dict[tuple[str, tuple], float]:
         for s in family.samples:
             samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
     return samples
+
+
+def deploy_metric_names() -> set[str]:
+    """Every metric name that the alert rules and the Grafana dashboard query."""
+    import re
+
+    pattern = re.compile(r"\b((?:mobius_preview|celery)_[a-z_]+)\b")
+    names: set[str] = set()
+    for path in [REPO / "deploy" / "prometheus" / "alerts.yml",
+                 *(REPO / "deploy" / "grafana").glob("*.json")]:
+        names.update(pattern.findall(path.read_text()))
+    return names

@@ -6,7 +6,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import RUN_DIR, free_port, scrape
+from conftest import RUN_DIR, deploy_metric_names, free_port, scrape, tiny_render_job
 
 import mobius_preview
 from mobius_preview import client, exporter
@@ -39,6 +39,10 @@ def test_exporter_counts_jobs_run_by_a_real_worker(exporter_python, worker_proce
             mobius_preview.submit(job)
         for job in jobs:
             assert client.wait(job["jobId"], timeout=60)["state"] == "succeeded"
+        broken = tiny_render_job()
+        broken["previewRequest"]["assets"][0]["path"] = "images/absent.png"
+        mobius_preview.submit(broken)
+        assert client.wait(broken["jobId"], timeout=60)["state"] == "dead"
         deadline = time.monotonic() + 30
         while True:
             s = scrape(f"http://127.0.0.1:{port}/metrics")
@@ -47,10 +51,14 @@ def test_exporter_counts_jobs_run_by_a_real_worker(exporter_python, worker_proce
                 break
             time.sleep(0.5)
         assert done == 3
-        assert value(s, "celery_task_sent_total", name="mobius_preview.render_preview") == 3
+        assert value(s, "celery_task_sent_total", name="mobius_preview.render_preview") == 4
+        assert value(s, "celery_task_failed_total", name="mobius_preview.render_preview") == 1
         assert value(s, "celery_worker_up") >= 1
         for queue in ("preview.high", "preview.normal", "preview.low"):
             assert any(n == "celery_queue_length" and ("queue_name", queue) in lab for n, lab in s), queue
+        served = {name for name, _ in s}
+        used = {n for n in deploy_metric_names() if n.startswith("celery_")}
+        assert used and used <= served, used - served  # dashboards and alerts query real names
     finally:
         proc.terminate()
         proc.wait(timeout=20)
