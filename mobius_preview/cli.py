@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run(jobs=args.jobs)
 
 
+def cmd_api(args: argparse.Namespace) -> int:
+    from . import api, logs
+
+    logs.configure()
+    api.serve(args.host, args.port)
+    return 0
+
+
 def cmd_exporter(args: argparse.Namespace) -> int:
     from . import exporter
 
@@ -176,6 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help="re-check a preview folder against its manifest")
     p.add_argument("dirs", nargs="+")
     p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("api", help="serve the HTTP API (uvicorn)")
+    p.add_argument("--host", default=os.environ.get("API_HOST", "127.0.0.1"))
+    p.add_argument("--port", type=int, default=int(os.environ.get("API_PORT", "8080")))
+    p.set_defaults(func=cmd_api)
 
     p = sub.add_parser("exporter", help="run celery-exporter (own pinned venv, made on first use)")
     p.add_argument("--port", type=int, default=9808)

@@ -91,13 +91,16 @@ def draw(plan: Plan, slide: Slide) -> Image.Image:
     pad = max(8, w // 40)
     header_h = max(24, h // 8)
     d.rectangle((0, 0, w, header_h), fill=HEADER)
-    number_size = max(10, header_h // 3)
-    if slide.step_id is not None:
-        number = f"{slide.index + 1} / {len(plan.slides)}"
-        d.text((pad, pad // 2), number, font=font(number_size), fill=ACCENT)
     title_face = font(max(12, header_h // 2 - 4), bold=True)
-    title = wrap(slide.title, title_face, w - 2 * pad)[0]
-    d.text((pad, header_h - title_face.size - pad // 3), title, font=title_face, fill=TEXT)
+    number_width = 0
+    if slide.step_id is not None:  # "3 / 10", right-aligned in the header
+        number = f"{slide.index + 1} / {len(plan.slides)}"
+        number_face = font(max(10, header_h // 3))
+        number_width = int(number_face.getlength(number)) + pad
+        d.text((w - pad - number_width + pad, (header_h - number_face.size) // 2), number,
+               font=number_face, fill=ACCENT)
+    title = wrap(slide.title, title_face, w - 2 * pad - number_width)[0]
+    d.text((pad, (header_h - title_face.size) // 2), title, font=title_face, fill=TEXT)
 
     caption_h = max(20, h // 7) if plan.burn_captions and slide.caption else 0
     body = (pad, header_h + pad, w - pad, h - pad - caption_h)

@@ -1,0 +1,251 @@
+"""The HTTP API on a live uvicorn (loopback), a real Redis and a real worker."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+import uvicorn
+from conftest import RUN_DIR, free_port, tiny_render_job
+
+from mobius_preview import access, records
+from mobius_preview.api import create_app
+
+KEY = "test-api-key-0123456789"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+
+
+@pytest.fixture(scope="module")
+def api_url():
+    """uvicorn serving the API on a loopback port, in a thread of this process."""
+    import os
+
+    from mobius_preview import config
+
+    os.environ.update(PREVIEW_API_KEYS=f"other-key,{KEY}", PREVIEW_SIGNING_KEY="signing-secret-for-tests")
+    config.reload()
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+    for name in ("PREVIEW_API_KEYS", "PREVIEW_SIGNING_KEY"):
+        os.environ.pop(name, None)
+    config.reload()
+
+
+@pytest.fixture
+def http(api_url):
+    with httpx.Client(base_url=api_url, timeout=30) as c:
+        yield c
+
+
+def wait_done(http, job_id: str, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        body = http.get(f"/v1/previews/{job_id}", headers=AUTH).json()
+        if body["state"] in ("succeeded", "dead", "failed") or time.monotonic() > deadline:
+            return body
+        time.sleep(0.1)
+
+
+def test_submit_status_and_idempotent_resubmission(http, worker):
+    job = tiny_render_job()
+    first = http.post("/v1/previews", json=job, headers=AUTH)
+    assert first.status_code == 202, first.text
+    assert first.headers["location"] == f"/v1/previews/{job['jobId']}"
+    again = http.post("/v1/previews", json=job, headers=AUTH)
+    assert again.status_code == 200 and again.json()["jobId"] == job["jobId"]
+    done = wait_done(http, job["jobId"])
+    assert done["state"] == "succeeded" and done["renders"] == 1
+    assert set(done["links"]["artifacts"]) >= {"preview.mp4", "poster.png", "captions.vtt", "manifest.json"}
+    assert "key" not in done and done["links"]["page"].startswith(f"/previews/{job['jobId']}?")
+
+
+def test_status_codes_for_bad_requests(http, make_job, settings_env):
+    assert http.post("/v1/previews", json=make_job()).status_code == 401
+    assert http.post("/v1/previews", json=make_job(),
+                     headers={"Authorization": "Bearer nope"}).status_code == 401
+    bad = http.post("/v1/previews", json=make_job(dryRun="yes", priority="urgent"), headers=AUTH)
+    assert bad.status_code == 422
+    assert {(i["path"], i["rule"]) for i in bad.json()["issues"]} == {("$.dryRun", "type"), ("$.priority", "enum")}
+    garbled = http.post("/v1/previews", content=b"{not json", headers=AUTH)
+    assert garbled.status_code == 422 and garbled.json()["issues"][0]["rule"] == "json"
+    huge = http.post("/v1/previews", content=b"{" + b" " * 2_000_000 + b"}", headers=AUTH)
+    assert huge.status_code == 413
+    assert http.get("/v1/previews/never-submitted", headers=AUTH).status_code == 404
+    settings_env(PREVIEW_QUEUE_MAX="1")
+    assert http.post("/v1/previews", json=make_job(), headers=AUTH).status_code == 202
+    full = http.post("/v1/previews", json=make_job(), headers=AUTH)
+    assert full.status_code == 429 and int(full.headers["retry-after"]) > 0
+
+
+def test_broker_down_is_503_and_nothing_half_accepted(http, make_job, settings_env):
+    settings_env(REDIS_URL="redis://127.0.0.1:1/0")
+    job = make_job()
+    response = http.post("/v1/previews", json=job, headers=AUTH)
+    assert response.status_code == 503 and "not accepted" in response.json()["error"]
+    assert "127.0.0.1:1" not in response.text  # no internals in error bodies
+
+
+def _done_job(http) -> dict:
+    job = tiny_render_job()
+    assert http.post("/v1/previews", json=job, headers=AUTH).status_code == 202
+    return wait_done(http, job["jobId"])
+
+
+def test_artifacts_types_etag_and_ranges(http, worker):
+    done = _done_job(http)
+    video_url = done["links"]["artifacts"]["preview.mp4"]
+    full = http.get(video_url)
+    assert full.status_code == 200 and full.headers["content-type"] == "video/mp4"
+    digest = hashlib.sha256(full.content).hexdigest()
+    assert full.headers["etag"] == f'"{digest}"' and full.headers["accept-ranges"] == "bytes"
+    assert http.get(video_url, headers={"If-None-Match": f'"{digest}"'}).status_code == 304
+    part = http.get(video_url, headers={"Range": "bytes=100-199"})
+    assert part.status_code == 206 and part.content == full.content[100:200]
+    assert part.headers["content-range"] == f"bytes 100-199/{len(full.content)}"
+    tail = http.get(video_url, headers={"Range": "bytes=-50"})
+    assert tail.status_code == 206 and tail.content == full.content[-50:]
+    assert http.get(video_url, headers={"Range": f"bytes={len(full.content) + 10}-"}).status_code == 416
+    types = {"poster.png": "image/png", "captions.vtt": "text/vtt", "manifest.json": "application/json",
+             "captions.srt": "application/x-subrip"}
+    for name, kind in types.items():
+        r = http.get(done["links"]["artifacts"][name])
+        assert r.status_code == 200 and r.headers["content-type"].startswith(kind), name
+    by_key = http.get(f"/v1/previews/{done['jobId']}/artifacts/poster.png", headers=AUTH)
+    assert by_key.status_code == 200
+
+
+def test_signatures_expire_cannot_be_tampered_or_reused_for_another_job(http, worker):
+    a, b = _done_job(http), _done_job(http)
+    url = urlsplit(a["links"]["artifacts"]["poster.png"])
+    q = {k: v[0] for k, v in parse_qs(url.query).items()}
+    path_b = f"/v1/previews/{b['jobId']}/artifacts/poster.png"
+    assert http.get(url.path, params=q).status_code == 200
+    assert http.get(url.path).status_code == 403  # no signature, no key
+    assert http.get(path_b, params=q).status_code == 403  # a's signature on b's file
+    flipped = q["sig"][:-1] + ("1" if q["sig"][-1] != "1" else "2")
+    assert http.get(url.path, params=q | {"sig": flipped}).status_code == 403
+    assert http.get(url.path, params=q | {"expires": str(int(q["expires"]) + 60)}).status_code == 403
+    expired = access.sign(a["jobId"], seconds=-1)
+    assert http.get(url.path, params=expired).status_code == 403
+    assert http.get(f"/previews/{a['jobId']}", params=q).status_code == 200
+    assert http.get(f"/previews/{b['jobId']}", params=q).status_code == 403
+
+
+@pytest.mark.parametrize("name", ["../manifest.json", "..%2Fmanifest.json", "%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+                                  "....//manifest.json", "/etc/passwd", "preview.mp4%00.png", "__manifest__",
+                                  "slides.ffconcat", ".scratch"])
+def test_names_that_try_to_leave_the_folder_are_refused(http, worker, name):
+    done = _shared_done(http)
+    r = http.get(f"/v1/previews/{done['jobId']}/artifacts/{name}", headers=AUTH)
+    assert r.status_code in (404, 422), (name, r.status_code)
+    assert b"root:" not in r.content
+
+
+_cache: dict = {}
+
+
+def _shared_done(http) -> dict:
+    if "done" not in _cache:
+        _cache["done"] = _done_job(http)
+    return _cache["done"]
+
+
+def test_operator_endpoints(http, worker, tiny_job):
+    assert http.get("/v1/queues").status_code == 401
+    stats = http.get("/v1/queues", headers=AUTH).json()
+    assert set(stats["depth"]) == {"high", "normal", "low"}
+    job = tiny_job()
+    job["previewRequest"]["assets"][0]["path"] = "images/arrives-later.png"
+    assert http.post("/v1/previews", json=job, headers=AUTH).status_code == 202
+    assert wait_done(http, job["jobId"])["state"] == "dead"
+    letters = http.get("/v1/dead-letters", headers=AUTH).json()
+    assert job["jobId"] in [letter["jobId"] for letter in letters]
+    assert http.post(f"/v1/dead-letters/{job['jobId']}/replay").status_code == 401
+    assets = RUN_DIR / "assets" / "proj-catan-demo" / "images"
+    shutil.copy(assets / "board.png", assets / "arrives-later.png")
+    assert http.post(f"/v1/dead-letters/{job['jobId']}/replay", headers=AUTH).status_code == 202
+    assert wait_done(http, job["jobId"])["state"] == "succeeded"
+    assert http.post("/v1/dead-letters/nothing-here/replay", headers=AUTH).status_code == 404
+
+
+def test_health_endpoints_and_metrics(http, worker):
+    assert http.get("/healthz").json() == {"status": "alive"}
+    ready = http.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["broker"]["ok"]
+    text = http.get("/metrics").text
+    assert "mobius_preview_queue_depth" in text
+
+
+def test_readyz_is_503_without_workers(http):
+    ready = http.get("/readyz")
+    assert ready.status_code == 503 and ready.json()["status"] == "down"
+
+
+def test_no_secret_in_responses(http, make_job):
+    for r in (http.post("/v1/previews", json=make_job(dryRun=1), headers=AUTH),
+              http.get("/v1/previews/x", headers=AUTH), http.get("/openapi.json")):
+        assert KEY not in r.text and "signing-secret" not in r.text
+
+
+def test_schemathesis_finds_no_server_errors(api_url):
+    exe = Path(sys.executable).parent / "schemathesis"
+    if not exe.exists():
+        pytest.skip("schemathesis is not installed")
+    proc = subprocess.run(
+        [str(exe), "run", f"{api_url}/openapi.json", "--checks", "not_a_server_error",
+         "--max-examples", "25", "-H", f"Authorization: Bearer {KEY}", "--workers", "1",
+         "--request-timeout", "10", "--exclude-checks", "positive_data_acceptance",
+         # /readyz answers 503 by contract when no worker is up: not a server error.
+         "--exclude-path", "/readyz"],
+        capture_output=True, text=True, timeout=300,
+    )
+    print(proc.stdout[-3000:])
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+
+
+def test_review_page_in_a_real_browser(http, worker, tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not chromium:
+        print("SKIP REASON: chromium is not installed (.ci/run installs Debian's chromium)")
+        pytest.skip("chromium not installed")
+    job = tiny_render_job(format="webm")
+    job["previewRequest"]["steps"][0]["durationSec"] = 2.5
+    assert http.post("/v1/previews", json=job, headers=AUTH).status_code == 202
+    done = wait_done(http, job["jobId"])
+    page = str(http.base_url).rstrip("/") + done["links"]["page"]
+    manifest = http.get(done["links"]["artifacts"]["manifest.json"]).json()
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}", "--autoplay-policy=no-user-gesture-required"]
+    dom = subprocess.run([chromium, *flags, "--virtual-time-budget=8000", "--dump-dom", page],
+                         capture_output=True, text=True, timeout=120).stdout
+    assert f'data-job="{job["jobId"]}"' in dom and "<video" in dom and "<track" in dom
+    duration = float(dom.split('data-duration="')[1].split('"')[0])
+    assert abs(duration - manifest["plan"]["duration"]) < 0.1, (duration, manifest["plan"]["duration"])
+    shot = RUN_DIR.parent / "mobius-preview-page.png"
+    subprocess.run([chromium, *flags, "--window-size=1100,1400", f"--screenshot={shot}", page],
+                   capture_output=True, timeout=120)
+    assert shot.exists() and shot.stat().st_size > 5000
+    artifacts = Path(__file__).resolve().parent.parent / "test-artifacts"
+    artifacts.mkdir(exist_ok=True)
+    shutil.copy(shot, artifacts / "review-page.png")
+    assert json.loads(json.dumps(done))["state"] == "succeeded"
+    records.client()  # the page did not need the API key
