@@ -1,0 +1,107 @@
+"""Thousands of malformed payloads: each is refused with a named field, nothing is queued."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import mobius_preview
+from mobius_preview import InvalidPayload, records
+from mobius_preview.schema import check, parse_json
+
+BASE = {
+    "jobId": "h-1", "projectId": "proj-catan-demo", "requestId": "r-1", "dryRun": True,
+    "previewRequest": {
+        "steps": [{"id": "s1", "text": "t", "image": "img"}],
+        "assets": [{"id": "img", "type": "image", "path": "images/board.png"}],
+        "audio": {},
+    },
+}
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=50),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=20,
+)
+nasty_strings = st.sampled_from([
+    "", "../etc/passwd", "/etc/passwd", "..", ".hidden", "-rf", "a/b", "a\\b", "C:\\x", "x" * 5000,
+    "\u0000", "évènement", "名前", "images/../../x", "images/./board.png", "\n", "a" * 129,
+    "%2e%2e/x", "preview.high", "*", "$(rm -rf /)",
+])
+paths = [("jobId",), ("projectId",), ("requestId",), ("dryRun",), ("priority",), ("createdAt",),
+         ("previewRequest", "steps", 0, "id"), ("previewRequest", "steps", 0, "text"),
+         ("previewRequest", "steps", 0, "image"), ("previewRequest", "steps", 0, "durationSec"),
+         ("previewRequest", "assets", 0, "path"), ("previewRequest", "assets", 0, "id"),
+         ("previewRequest", "assets", 0, "type"), ("previewRequest", "audio"),
+         ("previewRequest", "options"), ("previewRequest", "steps"), ("previewRequest",)]
+
+
+def _set(doc, path, value):
+    target = doc
+    for part in path[:-1]:
+        target = target[part]
+    target[path[-1]] = value
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=list(HealthCheck))
+@given(path=st.sampled_from(paths), value=json_values | nasty_strings)
+def test_mutated_payloads_are_valid_or_refused_with_a_named_field(path, value):
+    doc = copy.deepcopy(BASE)
+    _set(doc, path, value)
+    issues = check(doc)
+    for issue in issues:
+        assert issue.path.startswith("$") and issue.rule and issue.message
+    if issues:
+        # the complaint is about the field we broke (or one it names)
+        broken = "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path)
+        assert any(i.path.startswith(broken) or broken.startswith(i.path) or i.rule in
+                   ("reference", "unique") for i in issues), (broken, issues)
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=list(HealthCheck))
+@given(doc=json_values)
+def test_arbitrary_documents_never_raise_anything_but_invalid_payload(doc):
+    issues = check(doc)
+    assert issues  # nothing random is a valid job
+    assert all(i.path.startswith("$") for i in issues)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(text=st.text(max_size=200) | st.binary(max_size=200).map(lambda b: b.decode("latin-1")))
+def test_arbitrary_text_parses_or_is_refused(text):
+    try:
+        check(parse_json(text))
+    except InvalidPayload as exc:
+        assert exc.issues[0].path == "$"
+
+
+def test_deep_nesting_and_huge_strings_are_refused_cleanly():
+    deep = "[" * 100_000 + "]" * 100_000
+    try:
+        parse_json(deep)
+    except InvalidPayload as exc:
+        assert exc.issues[0].rule == "json"
+    doc = copy.deepcopy(BASE)
+    doc["previewRequest"]["metadata"] = json.loads('{"a": ' * 200 + "1" + "}" * 200)  # free-form
+    doc["jobId"] = "x" * 1_000_000
+    assert ("$.jobId", "maxLength") in [(i.path, i.rule) for i in check(doc)]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@given(path=st.sampled_from(paths[:3] + paths[10:11]), value=nasty_strings)
+def test_refused_submissions_leave_nothing_in_redis(path, value):
+    doc = copy.deepcopy(BASE)
+    _set(doc, path, value)
+    if not check(doc):
+        return
+    before = records.client().dbsize()
+    try:
+        mobius_preview.submit(doc)
+        raise AssertionError("accepted an invalid job")
+    except InvalidPayload:
+        pass
+    assert sum(records.queue_depths().values()) == 0
+    assert records.client().dbsize() == before
