@@ -132,6 +132,7 @@ def status(job_id: str) -> dict[str, Any]:
         "state": "queued" if state == "submitting" else state,
         "attempts": int(record.get("attempts") or 0),
         "renders": int(record.get("renders") or 0),
+        "completions": int(record.get("completions") or 0),
         "submittedAt": record.get("submittedAt"),
         "startedAt": record.get("startedAt"),
         "finishedAt": record.get("finishedAt"),

@@ -152,8 +152,13 @@ def update(job_id: str, **fields: Any) -> None:
 
 
 def finish(job_id: str, outcome: dict[str, Any], *, rendered: bool) -> None:
-    """Mark a job succeeded with its outcome; ``renders`` counts real encodes of it."""
+    """Mark a job succeeded with its outcome.
+
+    ``completions`` counts how often the job ran to success (1 unless it ran twice),
+    ``renders`` how many of those encoded a video (0 for dry runs and cache hits).
+    """
     pipe = client().pipeline(transaction=True)
+    pipe.hincrby(job_key(job_id), "completions", 1)
     pipe.hset(job_key(job_id), mapping={
         "state": "succeeded", "finishedAt": now_iso(), "updatedAt": now_iso(), "error": "",
         "outcome": json.dumps(outcome),

@@ -180,7 +180,7 @@ def fake_ffmpeg(tmp_path: Path, *, fail_first: int = 0, sleep: float = 0.0) -> P
         f"""#!/bin/sh
 case "$*" in
   *slides.ffconcat*)
-    n=$(cat {counter} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {counter}
+    echo x >> {counter}; n=$(wc -l < {counter})
     sleep {sleep}
     if [ "$n" -le {fail_first} ]; then echo "simulated encoder crash $n" >&2; exit 1; fi ;;
 esac
@@ -193,7 +193,7 @@ exec {real} "$@"
 
 def encode_count(tmp_path: Path) -> int:
     path = tmp_path / "encodes"
-    return int(path.read_text()) if path.exists() else 0
+    return len(path.read_text().splitlines()) if path.exists() else 0
 
 
 class WorkerProcess:
