@@ -66,3 +66,5 @@ worker_send_task_events = True
 task_send_sent_event = True
 
 worker_hijack_root_logger = False
+# Messages the worker cannot run (undecodable, pickle, unknown task) become dead letters.
+worker_consumer = "mobius_preview.worker:Consumer"

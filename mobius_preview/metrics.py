@@ -47,6 +47,10 @@ IN_PROGRESS = Gauge(
     "mobius_preview_jobs_in_progress", "Jobs being rendered now", multiprocess_mode="livesum"
 )
 REFUSED = Counter("mobius_preview_submissions_refused_total", "Submissions refused", ["reason"])
+REJECTED = Counter(
+    "mobius_preview_messages_rejected_total", "Messages the worker refused to run (kept as dead letters)",
+    ["reason"],
+)
 
 
 def job_started(priority: str, submitted_ts: str | None) -> None:
@@ -70,6 +74,10 @@ def stages(timings: dict[str, float]) -> None:
 
 def refused(reason: str) -> None:
     REFUSED.labels(reason).inc()
+
+
+def message_rejected(reason: str) -> None:
+    REJECTED.labels(reason).inc()
 
 
 @contextmanager
@@ -126,7 +134,7 @@ def registry(include_queues: bool = True) -> CollectorRegistry:
     if multiprocess_dir():
         multiprocess.MultiProcessCollector(reg)
     else:
-        for collector in (JOBS, JOB_SECONDS, STAGE_SECONDS, WAIT_SECONDS, IN_PROGRESS, REFUSED):
+        for collector in (JOBS, JOB_SECONDS, STAGE_SECONDS, WAIT_SECONDS, IN_PROGRESS, REFUSED, REJECTED):
             reg.register(collector)
     if include_queues:
         reg.register(QueueCollector())

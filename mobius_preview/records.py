@@ -180,6 +180,43 @@ def bury(job_id: str, letter: dict[str, Any], **fields: Any) -> None:
     pipe.execute()
 
 
+def keep_rejected(reason: str, raw: bytes | str, exc: BaseException | None, *,
+                  headers: dict[str, Any] | None = None, content_type: str | None = None) -> str:
+    """Write a message the worker refused into the dead-letter hash; returns its id.
+
+    The body is kept as text when it is UTF-8, else base64, never deserialized
+    (beyond reading a JSON payload out of a JSON body, to make it replayable).
+    """
+    import base64
+    import uuid
+
+    headers = headers or {}
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8", "replace")
+    raw = raw[:65536]
+    try:
+        body, encoding = raw.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        body, encoding = base64.b64encode(raw).decode("ascii"), "base64"
+    ident = str(headers.get("id") or f"rejected-{uuid.uuid4().hex}")
+    payload = None
+    if content_type == "application/json":
+        try:  # Celery protocol 2 JSON body: [args, kwargs, embed]
+            decoded = json.loads(body)
+            payload = decoded[0][0] if decoded and decoded[0] else None
+        except (ValueError, TypeError, IndexError, KeyError):
+            payload = None
+    letter = {
+        "jobId": ident, "payload": payload, "rejected": reason,
+        "error": f"{reason}: {type(exc).__name__}: {exc}" if exc else reason,
+        "errorKind": "permanent", "attempts": 0, "deadAt": now_iso(),
+        "task": headers.get("task"), "contentType": content_type,
+        "body": body, "bodyEncoding": encoding,
+    }
+    client().hset(dead_key(), ident, json.dumps(letter, default=str))
+    return ident
+
+
 def queue_depths() -> dict[str, int]:
     """Jobs waiting per priority (messages on the Redis list of each queue)."""
     cfg = settings()

@@ -130,7 +130,7 @@ def execute(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 @app.task(bind=True, base=PreviewTask, name=TASK_NAME)
-def render_preview(self: PreviewTask, payload: Any) -> dict[str, Any]:
+def render_preview(self: PreviewTask, payload: Any = None, *extra: Any, **unexpected: Any) -> dict[str, Any]:
     cfg = settings()
     job_id = self.request.id
     attempt = self.request.retries + 1
@@ -145,6 +145,9 @@ def render_preview(self: PreviewTask, payload: Any) -> dict[str, Any]:
             if record["state"] == "failed":
                 metrics.job_finished("failed", ident["priority"])  # cancelled before it ran
             return {"jobId": job_id, "skipped": record["state"]}
+        if extra or unexpected:  # a message built by hand, not by the client
+            raise PermanentError(f"render_preview takes one payload, got {1 + len(extra)} arguments "
+                                 f"and keywords {sorted(unexpected)}")
         deliveries = records.client().hincrby(records.job_key(job_id), "deliveries", 1)
         if deliveries > 2 * cfg.max_tries + 1:
             raise PermanentError(f"the job was delivered {deliveries} times: it kills its worker")

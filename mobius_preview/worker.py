@@ -1,4 +1,5 @@
-"""Worker start-up: logging, a broker check, metrics, and leftovers of crashed renders."""
+"""Worker start-up (logging, broker check, metrics, leftovers of crashed renders) and the
+consumer that turns messages it cannot run into dead letters instead of dropping them."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import sys
 
 import redis
 from celery import signals
+from celery.worker.consumer import Consumer as CeleryConsumer
+from kombu.transport import redis as kombu_redis
 
 from . import logs, metrics, records, storage
 from .config import settings
@@ -61,3 +64,63 @@ def _job_logs_end(task_id: str | None = None, **_: object) -> None:
     token = _log_tokens.pop(task_id, None)
     if token is not None:
         logs.end(token)
+
+
+def keep_rejected(reason: str, raw: bytes | str, exc: BaseException | None, **details: object) -> None:
+    """Keep a refused message as a dead letter and count it; never raises."""
+    try:
+        ident = records.keep_rejected(reason, raw, exc, **details)
+        log.error("refused a message (%s), kept as dead letter %s: %s", reason, ident, exc)
+    except Exception:  # never let bookkeeping break the consumer
+        log.exception("could not keep a refused message (%s)", reason)
+    metrics.message_rejected(reason)
+
+
+class GuardedChannel(kombu_redis.Channel):
+    """kombu's Redis channel, surviving an entry of a queue list that is not a message.
+
+    kombu decodes each popped entry as JSON; garbage pushed onto the list by another
+    program raises out of the event loop and stops the whole worker ("Unrecoverable
+    error"). Here it is kept as a dead letter and the worker goes on.
+    """
+
+    def _brpop_read(self, **options):
+        try:
+            return super()._brpop_read(**options)
+        except ValueError as exc:  # json.JSONDecodeError carries the raw entry in .doc
+            keep_rejected("malformed", getattr(exc, "doc", "") or "", exc)
+            return False
+
+
+kombu_redis.Transport.Channel = GuardedChannel
+
+
+class Consumer(CeleryConsumer):
+    """Celery's consumer, but a message it refuses is kept in the dead-letter queue.
+
+    Messages published around the client (another program writing to our queues)
+    can be undecodable, of a refused content type (pickle is never deserialized),
+    for an unknown task, or malformed. Celery logs and discards them; we also keep
+    them, inert, with the reason, and count them.
+    """
+
+    def _keep(self, reason: str, message, exc: BaseException | None) -> None:
+        keep_rejected(reason, getattr(message, "body", b"") or b"", exc,
+                      headers=dict(getattr(message, "headers", None) or {}),
+                      content_type=getattr(message, "content_type", None))
+
+    def on_decode_error(self, message, exc):
+        self._keep("undecodable", message, exc)
+        return super().on_decode_error(message, exc)
+
+    def on_unknown_message(self, body, message):
+        self._keep("unknown_message", message, None)
+        return super().on_unknown_message(body, message)
+
+    def on_unknown_task(self, body, message, exc):
+        self._keep("unknown_task", message, exc)
+        return super().on_unknown_task(body, message, exc)
+
+    def on_invalid_task(self, body, message, exc):
+        self._keep("invalid_task", message, exc)
+        return super().on_invalid_task(body, message, exc)
