@@ -6,7 +6,7 @@ worker`` finds ``app`` here.
 """
 
 from .app import app
-from .client import PreviewResult, cancel, queue_stats, status, submit, wait
+from .client import PreviewResult, cancel, queue_stats, status, submit, submit_many, wait
 from .errors import (
     BrokerUnavailable,
     ConfigError,
@@ -36,6 +36,7 @@ __all__ = [
     "render_preview",
     "status",
     "submit",
+    "submit_many",
     "validate_payload",
     "wait",
 ]

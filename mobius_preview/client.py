@@ -8,6 +8,7 @@ that expires after records.SUBMIT_GRACE_SECONDS.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -18,7 +19,7 @@ from celery.result import AsyncResult
 
 from . import logs, metrics, records
 from .config import settings
-from .errors import BrokerUnavailable, JobFailed, JobNotFound, QueueFull
+from .errors import BrokerUnavailable, InvalidPayload, JobFailed, JobNotFound, MobiusError, QueueFull
 from .schema import validate_payload
 
 TERMINAL = ("succeeded", "failed", "dead")
@@ -112,6 +113,72 @@ def submit(payload: Any, *, replay: bool = False) -> PreviewResult:
     with logs.job_context(**logs.job_fields(job, job_id)):
         log.info("job submitted to %s", settings().queue(priority))
     return result
+
+
+def submit_many(payloads: list[Any]) -> list[PreviewResult | MobiusError]:
+    """Submit many jobs with a few Redis round trips in all; one result per payload, in order.
+
+    Each item is a PreviewResult (``created`` False for a jobId that existed) or the
+    error that refused it (InvalidPayload, QueueFull). Duplicates within the call
+    count once. Raises BrokerUnavailable when Redis is unreachable (nothing accepted).
+    """
+    from .tasks import render_preview
+
+    results: list[PreviewResult | MobiusError | None] = [None] * len(payloads)
+    todo: list[tuple[int, dict[str, Any]]] = []
+    seen: dict[str, int] = {}
+    for i, payload in enumerate(payloads):
+        try:
+            job = validate_payload(payload)
+        except InvalidPayload as exc:
+            results[i] = exc
+            continue
+        if job["jobId"] in seen:
+            results[i] = None  # filled from the first occurrence below
+            continue
+        seen[job["jobId"]] = i
+        todo.append((i, job))
+    try:
+        claims = records.claim_many([job for _, job in todo])
+        claimed = []
+        for (i, job), (outcome, detail) in zip(todo, claims, strict=True):
+            result = PreviewResult(job["jobId"], app=render_preview.app)
+            result.priority = job.get("priority", "normal")
+            if outcome == "exists":
+                result.created = False
+                results[i] = result
+            elif outcome == "full":
+                metrics.refused("queue_full")
+                results[i] = QueueFull(int(detail), settings().queue_max)
+            else:
+                results[i] = result
+                claimed.append(job)
+        published = []
+        try:
+            with render_preview.app.producer_or_acquire() as producer, producer.batch():
+                for job in claimed:
+                    priority = job.get("priority", "normal")
+                    headers = {"submitted_ts": repr(time.time()), "requestId": job["requestId"],
+                               "projectId": job["projectId"], "priority": priority}
+                    render_preview.publish(job, settings().queue(priority), headers, producer=producer)
+                    published.append(job["jobId"])
+        except Exception as exc:
+            for job in claimed:
+                with contextlib.suppress(redis.RedisError):
+                    records.release(job["jobId"])
+            metrics.refused("broker")
+            raise _broker_down(exc) from None
+        records.confirm_many(published)
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        metrics.refused("broker")
+        raise _broker_down(exc) from None
+    for i, payload in enumerate(payloads):
+        if results[i] is None:
+            first = results[seen[payload["jobId"]]]
+            duplicate = PreviewResult(first.id, app=render_preview.app)
+            duplicate.created, duplicate.priority = False, first.priority
+            results[i] = duplicate
+    return results  # type: ignore[return-value]
 
 
 def status(job_id: str) -> dict[str, Any]:

@@ -40,6 +40,31 @@ redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
 return {'claimed', tostring(depth)}
 """
 
+# Many claims in one round trip: ARGV = limit, replay flag, ttl, field count, then the
+# flattened fields of each job in turn. The queue limit counts the jobs claimed by
+# this call as if already waiting.
+_CLAIM_MANY = """
+local limit, replay, ttl, width = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local depth = redis.call('LLEN', KEYS[1]) + redis.call('LLEN', KEYS[2]) + redis.call('LLEN', KEYS[3])
+local out = {}
+for i = 4, #KEYS do
+  local first = 5 + (i - 4) * width
+  local state = redis.call('HGET', KEYS[i], 'state')
+  if state and not (replay == '1' and state == 'dead') then
+    table.insert(out, 'exists:' .. state)
+  elseif depth >= limit then
+    table.insert(out, 'full:' .. depth)
+  else
+    redis.call('DEL', KEYS[i])
+    redis.call('HSET', KEYS[i], unpack(ARGV, first, first + width - 1))
+    redis.call('EXPIRE', KEYS[i], ttl)
+    depth = depth + 1
+    table.insert(out, 'claimed:' .. depth)
+  end
+end
+return out
+"""
+
 _CONFIRM = """
 if redis.call('HGET', KEYS[1], 'state') == 'submitting' then
   redis.call('HSET', KEYS[1], 'state', 'queued')
@@ -77,6 +102,16 @@ def client(cfg: Settings | None = None) -> redis.Redis:
     return _client((cfg or settings()).redis_url)
 
 
+@lru_cache(maxsize=16)
+def _script(url: str, source: str):
+    return _client(url).register_script(source)
+
+
+def script(source: str):
+    """A Lua script registered once per client (EVALSHA, loaded on first use)."""
+    return _script(settings().redis_url, source)
+
+
 def key(name: str, cfg: Settings | None = None) -> str:
     """A Redis key under REDIS_KEY_PREFIX (the same prefix kombu puts on the queues)."""
     return f"{(cfg or settings()).key_prefix}{name}"
@@ -97,13 +132,7 @@ def dead_key(cfg: Settings | None = None) -> str:
     return key(cfg.dead_letter_key, cfg)
 
 
-def claim(payload: dict[str, Any], *, replay: bool = False) -> tuple[str, str]:
-    """Claim ``jobId`` for a new submission, atomically with the queue-length check.
-
-    Returns ``("claimed", depth)``, ``("exists", state)`` or ``("full", depth)``.
-    ``replay`` lets a dead job be claimed again.
-    """
-    cfg = settings()
+def _claim_fields(payload: dict[str, Any]) -> list[str]:
     fields = {
         "jobId": payload["jobId"],
         "projectId": payload["projectId"],
@@ -115,23 +144,53 @@ def claim(payload: dict[str, Any], *, replay: bool = False) -> tuple[str, str]:
         "submittedAt": now_iso(),
         "submittedTs": repr(time.time()),
     }
-    flat = [item for pair in fields.items() for item in pair]
-    script = client().register_script(_CLAIM)
-    outcome, detail = script(
+    return [item for pair in fields.items() for item in pair]
+
+
+def claim(payload: dict[str, Any], *, replay: bool = False) -> tuple[str, str]:
+    """Claim ``jobId`` for a new submission, atomically with the queue-length check.
+
+    Returns ``("claimed", depth)``, ``("exists", state)`` or ``("full", depth)``.
+    ``replay`` lets a dead job be claimed again.
+    """
+    cfg = settings()
+    flat = _claim_fields(payload)
+    outcome, detail = script(_CLAIM)(
         keys=[job_key(payload["jobId"]), *queue_keys()],
         args=[cfg.queue_max, "1" if replay else "0", SUBMIT_GRACE_SECONDS, *flat],
     )
     return outcome, detail
 
 
+def claim_many(payloads: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """``claim`` for many jobs in one atomic script (one round trip)."""
+    if not payloads:
+        return []
+    cfg = settings()
+    flats = [_claim_fields(p) for p in payloads]
+    out = script(_CLAIM_MANY)(
+        keys=[*queue_keys(cfg), *(job_key(p["jobId"]) for p in payloads)],
+        args=[cfg.queue_max, "0", SUBMIT_GRACE_SECONDS, len(flats[0]), *(x for f in flats for x in f)],
+    )
+    return [tuple(item.split(":", 1)) for item in out]
+
+
+def confirm_many(job_ids: list[str]) -> None:
+    confirm_script = script(_CONFIRM)
+    pipe = client().pipeline(transaction=False)
+    for job_id in job_ids:
+        confirm_script(keys=[job_key(job_id)], args=[settings().record_ttl], client=pipe)
+    pipe.execute()
+
+
 def confirm(job_id: str) -> None:
     """The message is on the queue: the claim becomes a lasting 'queued' record."""
-    client().register_script(_CONFIRM)(keys=[job_key(job_id)], args=[settings().record_ttl])
+    script(_CONFIRM)(keys=[job_key(job_id)], args=[settings().record_ttl])
 
 
 def release(job_id: str) -> None:
     """Publishing failed: drop our claim so nothing looks accepted that was not."""
-    client().register_script(_RELEASE)(keys=[job_key(job_id)])
+    script(_RELEASE)(keys=[job_key(job_id)])
 
 
 def get(job_id: str) -> dict[str, str] | None:
@@ -160,7 +219,8 @@ def finish(job_id: str, outcome: dict[str, Any], *, rendered: bool) -> None:
     pipe = client().pipeline(transaction=True)
     pipe.hincrby(job_key(job_id), "completions", 1)
     pipe.hset(job_key(job_id), mapping={
-        "state": "succeeded", "finishedAt": now_iso(), "updatedAt": now_iso(), "error": "",
+        "state": "succeeded", "finishedAt": now_iso(), "finishedTs": repr(time.time()),
+        "updatedAt": now_iso(), "error": "",
         "outcome": json.dumps(outcome),
     })
     if rendered:

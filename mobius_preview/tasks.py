@@ -59,11 +59,16 @@ class PreviewTask(Task):
         payload = args[0] if args else (kwargs or {}).get("payload")
         return submit(payload)
 
-    def publish(self, payload: dict[str, Any], queue: str, headers: dict[str, Any]):
-        """Put a claimed job on its queue (used by the client only)."""
+    def publish(self, payload: dict[str, Any], queue: str, headers: dict[str, Any], producer=None):
+        """Put a claimed job on its queue (used by the client only).
+
+        Straight onto the queue's list (the anonymous exchange, routing key = queue
+        name): the same list the direct exchange would route to, without kombu
+        reading the exchange's bindings from Redis for every message.
+        """
         return super().apply_async(
-            (payload,), task_id=payload["jobId"], queue=queue, routing_key=queue, headers=headers,
-            retry=True,
+            (payload,), task_id=payload["jobId"], queue=queue, exchange="", routing_key=queue,
+            headers=headers, producer=producer, retry=True,
             retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5,
                           "interval_max": 1},
         )

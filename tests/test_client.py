@@ -145,3 +145,32 @@ def test_queue_stats_reports_depth_and_oldest_age(make_job):
     assert stats["depth"] == {"high": 0, "normal": 0, "low": 1}
     assert stats["oldestAgeSeconds"]["low"] >= 0.2
     assert stats["oldestAgeSeconds"]["high"] is None
+
+
+def test_submit_many_in_order_with_duplicates_invalid_and_the_limit(make_job, settings_env):
+    settings_env(PREVIEW_QUEUE_MAX="5")
+    existing = make_job(priority="high")
+    mobius_preview.submit(existing)
+    jobs = [make_job(priority=p) for p in ("high", "normal", "low", "low", "normal", "high")]
+    batch = [jobs[0], existing, make_job(dryRun="no"), jobs[1], jobs[0], *jobs[2:]]
+    results = mobius_preview.submit_many(batch)
+    assert len(results) == len(batch)
+    assert results[0].created and results[0].id == jobs[0]["jobId"]
+    assert not results[1].created  # already submitted before
+    assert isinstance(results[2], InvalidPayload)
+    assert results[3].created
+    assert not results[4].created and results[4].id == jobs[0]["jobId"]  # duplicate within the call
+    assert [r.created for r in results[5:7]] == [True, True]  # depth 5 now: the limit
+    assert all(isinstance(r, QueueFull) for r in results[7:])
+    assert records.queue_depths() == {"high": 2, "normal": 1, "low": 2}
+    assert client.status(jobs[2]["jobId"])["state"] == "queued"
+    with pytest.raises(JobNotFound):
+        client.status(jobs[-1]["jobId"])
+
+
+def test_submitted_in_bulk_jobs_all_run_once(worker, make_job):
+    jobs = [make_job(priority=("high", "normal", "low")[n % 3]) for n in range(60)]
+    assert all(r.created for r in mobius_preview.submit_many(jobs))
+    finals = [client.wait(j["jobId"], timeout=60) for j in jobs]
+    assert {f["state"] for f in finals} == {"succeeded"}
+    assert all(f["completions"] == 1 for f in finals)
