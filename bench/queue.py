@@ -45,10 +45,10 @@ os.environ["LOG_LEVEL"] = "WARNING"
 sys.path.append(str(BASELINE))
 sys.path.insert(0, str(REPO))
 
-import bare_app  # noqa: E402
+import bare_app
 
-import mobius_preview  # noqa: E402
-from mobius_preview import records  # noqa: E402
+import mobius_preview
+from mobius_preview import records
 
 
 def job(n: int, priority: str = "normal") -> dict:
