@@ -16,16 +16,21 @@ Prints a table with the three ratios the render issue asks for.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# bench/queue.py is named like the standard library's queue module: keep this folder off the path.
+HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+
 import argparse
 import json
 import os
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 WORK = Path(tempfile.mkdtemp(prefix="mobius-bench-"))
 os.environ.setdefault("DATA_DIR", str(WORK / "data"))
@@ -33,10 +38,10 @@ os.environ.setdefault("ASSETS_DIR", str(WORK / "assets"))
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")  # not contacted
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from PIL import Image, ImageDraw  # noqa: E402
+from PIL import Image, ImageDraw
 
-from mobius_preview import render, storage  # noqa: E402
-from mobius_preview.render import encode, ffmpeg, slides  # noqa: E402
+from mobius_preview import render, storage
+from mobius_preview.render import encode, ffmpeg, slides
 
 PROJECT = "proj-bench"
 
@@ -140,7 +145,8 @@ def cache_hit(job: dict) -> float:
 def peak_memory(steps: int, step_seconds: float) -> tuple[float, float]:
     """Peak RSS (MiB) of the Python render process and of its largest ffmpeg child."""
     code = (
-        "import json,os,resource,sys;sys.path.insert(0,'bench');import render as b;"
+        "import importlib.util as u,json,resource;s=u.spec_from_file_location('b','bench/render.py');"
+        "b=u.module_from_spec(s);s.loader.exec_module(b);"
         f"b.make_assets({steps},{step_seconds});b.ours(b.make_job({steps},{step_seconds}));"
         "s=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;"
         "c=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss;print(json.dumps([s,c]))"
