@@ -346,3 +346,12 @@ def test_subprocess_cli_verify_ok(tmp_path):
         capture_output=True, text=True, timeout=60,
     )
     assert proc.returncode == 0 and proc.stdout.strip().endswith("OK")
+
+
+@pytest.mark.parametrize("fmt", ["mp4", "webm"])
+@pytest.mark.parametrize("fps", [1, 10, 60])
+def test_every_format_and_frame_rate_encodes_to_the_planned_length(tmp_path, fmt, fps):
+    job = tiny_render_job(resolution="160x90", fps=fps, format=fmt)
+    prepared, out, _ = rendered(job, tmp_path)
+    info = ffmpeg.probe(out / f"preview.{fmt}")
+    assert abs(info["duration"] - prepared.plan.duration) <= 0.05, (info["duration"], prepared.plan.duration)

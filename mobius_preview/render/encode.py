@@ -151,7 +151,10 @@ def start_video(plan: Plan, frames: list[tuple[Path, float]], scratch: Path) -> 
     script = scratch / "slides.ffconcat"
     script.write_text(concat_list(plan, frames), encoding="utf-8")
     track = scratch / ("video.mp4" if plan.format == "mp4" else "video.webm")
+    # MP4: time base 1/fps, so every frame sits on the requested grid. WebM counts in
+    # milliseconds anyway, and libvpx refuses some coarse time bases (1/10 fails).
+    time_base = f"1/{plan.fps}" if plan.format == "mp4" else "1/1000"
     args = ["-v", "error", "-y", "-f", "concat", "-safe", "0", "-i", str(script), "-an",
-            "-fps_mode", "vfr", "-enc_time_base:v", f"1/{plan.fps}", *CODECS[plan.format]["video"],
+            "-fps_mode", "vfr", "-enc_time_base:v", time_base, *CODECS[plan.format]["video"],
             "-t", f"{plan.duration:.6f}", str(track)]
     return ffmpeg.Running(args, "encoding video", scratch / "video.log"), track
