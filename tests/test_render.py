@@ -355,3 +355,15 @@ def test_every_format_and_frame_rate_encodes_to_the_planned_length(tmp_path, fmt
     prepared, out, _ = rendered(job, tmp_path)
     info = ffmpeg.probe(out / f"preview.{fmt}")
     assert abs(info["duration"] - prepared.plan.duration) <= 0.05, (info["duration"], prepared.plan.duration)
+
+
+@pytest.mark.parametrize("fmt", ["mp4", "webm"])
+def test_the_wheels_ffmpeg_renders_too(tmp_path, settings_env, fmt):
+    """A fresh machine has only imageio-ffmpeg's binary: render with it even where ffmpeg is installed."""
+    import imageio_ffmpeg
+
+    settings_env(FFMPEG_BINARY=imageio_ffmpeg.get_ffmpeg_exe())
+    assert ffmpeg.ffmpeg_exe() == imageio_ffmpeg.get_ffmpeg_exe()
+    prepared, out, data = rendered(catan(format=fmt, resolution="320x180", fps=10), tmp_path)
+    assert data["binaries"]["ffmpeg"] == imageio_ffmpeg.get_ffmpeg_exe()
+    assert abs(ffmpeg.probe(out / f"preview.{fmt}")["duration"] - prepared.plan.duration) <= 0.05
