@@ -74,8 +74,8 @@ async def _read_body(request: Request, limit: int) -> bytes | None:
     return bytes(body)
 
 
-def _stored_files(job_id: str) -> tuple[Path, dict[str, dict[str, Any]]]:
-    """The preview folder of a finished job and its manifest's files by name."""
+def _stored(job_id: str) -> tuple[Path, dict[str, dict[str, Any]], dict[str, Any]]:
+    """A finished job's preview folder, its files by name (from the manifest), the manifest."""
     status = client.status(job_id)
     path = (status.get("artifacts") or {}).get(manifest_file.NAME)
     if not path:
@@ -84,7 +84,7 @@ def _stored_files(job_id: str) -> tuple[Path, dict[str, dict[str, Any]]]:
     data = json.loads((folder / manifest_file.NAME).read_text(encoding="utf-8"))
     files = {f["name"]: f for f in data.get("files", [])}
     files[manifest_file.NAME] = {"name": manifest_file.NAME, "sha256": None}
-    return folder, files | {"__manifest__": data}
+    return folder, files, data
 
 
 def create_app() -> FastAPI:
@@ -142,9 +142,9 @@ def create_app() -> FastAPI:
     async def artifact(job_id: str, name: str, request: Request) -> Response:
         if not _may_read_job(request, job_id):
             return _error(403, "a valid signed link or an API key is required")
-        folder, files = _stored_files(job_id)
+        folder, files, _ = _stored(job_id)
         # Only names the manifest lists: nothing can point outside the preview's folder.
-        if name not in files or name == "__manifest__" or Path(name).name != name:
+        if name not in files or Path(name).name != name:
             return _error(404, f"job {job_id!r} has no file {name!r}")
         entry = files[name]
         etag = f'"{entry["sha256"]}"' if entry.get("sha256") else None
@@ -163,8 +163,8 @@ def create_app() -> FastAPI:
         if not _may_read_job(request, job_id):
             return _error(403, "a valid signed link or an API key is required")
         status = client.status(job_id)
-        _, files = _stored_files(job_id)
-        return HTMLResponse(_page(status, files, request.query_params))
+        _, files, data = _stored(job_id)
+        return HTMLResponse(_page(status, files, data, request.query_params))
 
     @app.get("/v1/queues", tags=["operators"])
     async def queues(request: Request) -> Response:
@@ -231,7 +231,7 @@ def _job_schemas() -> dict[str, Any]:
     return {"PreviewJob": job, **defs}
 
 
-def _page(status: dict[str, Any], files: dict[str, Any], query: Any) -> str:
+def _page(status: dict[str, Any], files: dict[str, Any], data: dict[str, Any], query: Any) -> str:
     """The review page: player with captions, poster, contact sheet, the main facts."""
     job_id = status["jobId"]
     sig = urlencode({"expires": query.get("expires", ""), "sig": query.get("sig", "")}) \
@@ -240,7 +240,6 @@ def _page(status: dict[str, Any], files: dict[str, Any], query: Any) -> str:
     def url(name: str) -> str:
         return html.escape(f"/v1/previews/{job_id}/artifacts/{name}" + (f"?{sig}" if sig else ""))
 
-    data = files["__manifest__"]
     plan = data.get("plan", {})
     video = next((n for n in files if n.startswith("preview.")), None)
     output = data.get("output", {})

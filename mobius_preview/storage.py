@@ -108,7 +108,8 @@ def find_job(project_id: str, job_id: str) -> Path | None:
         entry = json.loads(index_path(project_id, job_id).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return lookup(entry.get("key", ""))  if _KEY.match(entry.get("key", "")) else None
+    key = entry.get("key", "")
+    return lookup(key) if isinstance(key, str) and _KEY.match(key) else None
 
 
 def artifacts(folder: Path) -> dict[str, str]:

@@ -99,7 +99,7 @@ class Consumer(CeleryConsumer):
     """Celery's consumer, but a message it refuses is kept in the dead-letter queue.
 
     Messages published around the client (another program writing to our queues)
-    can be undecodable, of a refused content type (pickle is never deserialized),
+    can be undecodable, of a refused content type (Python-serialized bodies are never loaded),
     for an unknown task, or malformed. Celery logs and discards them; we also keep
     them, inert, with the reason, and count them.
     """
