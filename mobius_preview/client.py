@@ -75,6 +75,12 @@ def _broker_down(exc: Exception) -> BrokerUnavailable:
     )
 
 
+def _headers(job: dict[str, Any]) -> dict[str, Any]:
+    """Message headers: who sent it and when (the oldest-wait metric reads submitted_ts)."""
+    return {"submitted_ts": repr(time.time()), "requestId": job["requestId"],
+            "projectId": job["projectId"], "priority": job.get("priority", "normal")}
+
+
 def submit(payload: Any, *, replay: bool = False) -> PreviewResult:
     """Validate and enqueue a preview job; the same jobId again returns the existing job.
 
@@ -98,10 +104,8 @@ def submit(payload: Any, *, replay: bool = False) -> PreviewResult:
     if outcome == "full":
         metrics.refused("queue_full")
         raise QueueFull(int(detail), settings().queue_max)
-    headers = {"submitted_ts": repr(time.time()), "requestId": job["requestId"],
-               "projectId": job["projectId"], "priority": priority}
     try:
-        render_preview.publish(job, settings().queue(priority), headers)
+        render_preview.publish(job, settings().queue(priority), _headers(job))
     except Exception as exc:
         try:
             records.release(job_id)
@@ -153,22 +157,16 @@ def submit_many(payloads: list[Any]) -> list[PreviewResult | MobiusError]:
             else:
                 results[i] = result
                 claimed.append(job)
-        published = []
         try:
-            with render_preview.app.producer_or_acquire() as producer, producer.batch():
-                for job in claimed:
-                    priority = job.get("priority", "normal")
-                    headers = {"submitted_ts": repr(time.time()), "requestId": job["requestId"],
-                               "projectId": job["projectId"], "priority": priority}
-                    render_preview.publish(job, settings().queue(priority), headers, producer=producer)
-                    published.append(job["jobId"])
+            render_preview.publish_many([(job, settings().queue(job.get("priority", "normal")),
+                                          _headers(job)) for job in claimed])
         except Exception as exc:
             for job in claimed:
                 with contextlib.suppress(redis.RedisError):
                     records.release(job["jobId"])
             metrics.refused("broker")
             raise _broker_down(exc) from None
-        records.confirm_many(published)
+        records.confirm_many([job["jobId"] for job in claimed])
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         metrics.refused("broker")
         raise _broker_down(exc) from None

@@ -7,6 +7,7 @@ by priority in the caller's process. Only Celery's own retry path publishes dire
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
@@ -59,7 +60,7 @@ class PreviewTask(Task):
         payload = args[0] if args else (kwargs or {}).get("payload")
         return submit(payload)
 
-    def publish(self, payload: dict[str, Any], queue: str, headers: dict[str, Any], producer=None):
+    def publish(self, payload: dict[str, Any], queue: str, headers: dict[str, Any]):
         """Put a claimed job on its queue (used by the client only).
 
         Straight onto the queue's list (the anonymous exchange, routing key = queue
@@ -68,10 +69,31 @@ class PreviewTask(Task):
         """
         return super().apply_async(
             (payload,), task_id=payload["jobId"], queue=queue, exchange="", routing_key=queue,
-            headers=headers, producer=producer, retry=True,
+            headers=headers, retry=True,
             retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5,
                           "interval_max": 1},
         )
+
+    def publish_many(self, jobs: list[tuple[dict[str, Any], str, dict[str, Any]]]) -> None:
+        """Publish claimed jobs (payload, queue, headers) in two Redis pipelines in all.
+
+        Celery builds each message and its task-sent event as ``publish`` would; kombu
+        5.7's ``Producer.batch()`` buffers the queue pushes in one pipeline and the
+        events in another, instead of two round trips per job.
+        """
+        amqp = self.app.amqp
+        with self.app.producer_or_acquire() as producer:
+            events = (self.app.events.Dispatcher(channel=producer.channel)
+                      if self.app.conf.task_send_sent_event else None)
+            event_batch = events.producer.batch() if events is not None else contextlib.nullcontext()
+            with producer.batch(), event_batch:
+                for payload, queue, headers in jobs:
+                    message = amqp.create_task_message(
+                        payload["jobId"], self.name, (payload,), {}, headers=headers,
+                        create_sent_event=events is not None,
+                    )
+                    amqp.send_task_message(producer, self.name, message, queue=queue, exchange="",
+                                           routing_key=queue, event_dispatcher=events, retry=False)
 
     def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
         payload = args[0] if args else None

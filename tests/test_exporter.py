@@ -37,6 +37,9 @@ def test_exporter_counts_jobs_run_by_a_real_worker(exporter_python, worker_proce
         jobs = [make_job(priority=p) for p in ("high", "normal", "low")]
         for job in jobs:
             mobius_preview.submit(job)
+        bulk = [make_job(priority="low"), make_job(priority="high")]
+        assert all(r.created for r in mobius_preview.submit_many(bulk))  # events sent in a batch
+        jobs += bulk
         for job in jobs:
             assert client.wait(job["jobId"], timeout=60)["state"] == "succeeded"
         broken = tiny_render_job()
@@ -47,11 +50,11 @@ def test_exporter_counts_jobs_run_by_a_real_worker(exporter_python, worker_proce
         while True:
             s = scrape(f"http://127.0.0.1:{port}/metrics")
             done = value(s, "celery_task_succeeded_total", name="mobius_preview.render_preview")
-            if done >= 3 or time.monotonic() > deadline:
+            if done >= 5 or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
-        assert done == 3
-        assert value(s, "celery_task_sent_total", name="mobius_preview.render_preview") == 4
+        assert done == 5
+        assert value(s, "celery_task_sent_total", name="mobius_preview.render_preview") == 6
         assert value(s, "celery_task_failed_total", name="mobius_preview.render_preview") == 1
         assert value(s, "celery_worker_up") >= 1
         for queue in ("preview.high", "preview.normal", "preview.low"):
