@@ -123,6 +123,11 @@ def _priority(payload: Any) -> str:
     return logs.job_fields(payload, "")["priority"]
 
 
+def _summary(outcome: dict[str, Any]) -> dict[str, Any]:
+    """What the task returns to Celery (logs, events, Flower): small; the record has it all."""
+    return {k: outcome[k] for k in ("jobId", "key", "cacheHit", "dryRun") if k in outcome}
+
+
 def execute(payload: dict[str, Any]) -> dict[str, Any]:
     """Validate, reuse a stored result or render one, and index it for the job."""
     cfg = settings()
@@ -167,7 +172,7 @@ def render_preview(self: PreviewTask, payload: Any = None, *extra: Any, **unexpe
         record = records.get(job_id) or {}
         if record.get("state") == "succeeded" and record.get("outcome"):
             # Redelivered after the job finished but before its message was acked.
-            return json.loads(record["outcome"])
+            return _summary(json.loads(record["outcome"]))
         if record.get("state") in ("dead", "failed"):
             if record["state"] == "failed":
                 metrics.job_finished("failed", ident["priority"])  # cancelled before it ran
@@ -206,4 +211,4 @@ def render_preview(self: PreviewTask, payload: Any = None, *extra: Any, **unexpe
         kind = "dry_run" if outcome["dryRun"] else "cache_hit" if outcome["cacheHit"] else "succeeded"
         metrics.job_finished(kind, ident["priority"], seconds=outcome["seconds"])
         log.info("job %s in %.2f s: %s", kind.replace("_", " "), outcome["seconds"], outcome["folder"])
-        return outcome
+        return _summary(outcome)
