@@ -85,46 +85,23 @@ def submit(payload: Any, *, replay: bool = False) -> PreviewResult:
     """Validate and enqueue a preview job; the same jobId again returns the existing job.
 
     Raises InvalidPayload (listing every issue), QueueFull or BrokerUnavailable.
+    ``replay`` lets a dead job be submitted again (dead-letter replay).
     """
-    from .tasks import render_preview
-
-    job = validate_payload(payload)
-    priority = job.get("priority", "normal")
-    job_id = job["jobId"]
-    try:
-        outcome, detail = records.claim(job, replay=replay)
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        metrics.refused("broker")
-        raise _broker_down(exc) from None
-    result = PreviewResult(job_id, app=render_preview.app)
-    result.priority = priority
-    if outcome == "exists":
-        result.created = False
-        return result
-    if outcome == "full":
-        metrics.refused("queue_full")
-        raise QueueFull(int(detail), settings().queue_max)
-    try:
-        render_preview.publish(job, settings().queue(priority), _headers(job))
-    except Exception as exc:
-        try:
-            records.release(job_id)
-        except redis.RedisError:
-            pass  # the claim expires by itself
-        metrics.refused("broker")
-        raise _broker_down(exc) from None
-    records.confirm(job_id)
-    with logs.job_context(**logs.job_fields(job, job_id)):
-        log.info("job submitted to %s", settings().queue(priority))
+    result = submit_many([payload], replay=replay)[0]
+    if isinstance(result, MobiusError):
+        raise result
     return result
 
 
-def submit_many(payloads: list[Any]) -> list[PreviewResult | MobiusError]:
-    """Submit many jobs with a few Redis round trips in all; one result per payload, in order.
+def submit_many(payloads: list[Any], *, replay: bool = False) -> list[PreviewResult | MobiusError]:
+    """Submit jobs with a few Redis round trips in all; one result per payload, in order.
 
-    Each item is a PreviewResult (``created`` False for a jobId that existed) or the
-    error that refused it (InvalidPayload, QueueFull). Duplicates within the call
-    count once. Raises BrokerUnavailable when Redis is unreachable (nothing accepted).
+    Order matters for "nothing half-accepted": validate (no I/O); claim every jobId in
+    one Lua call, atomically with the queue-length check; publish; confirm. A failed
+    publish releases the claims. Each item is a PreviewResult (``created`` False for
+    a jobId that existed) or the error that refused it (InvalidPayload, QueueFull).
+    Duplicates within the call count once. Raises BrokerUnavailable when Redis is
+    unreachable (nothing accepted).
     """
     from .tasks import render_preview
 
@@ -137,39 +114,17 @@ def submit_many(payloads: list[Any]) -> list[PreviewResult | MobiusError]:
         except InvalidPayload as exc:
             results[i] = exc
             continue
-        if job["jobId"] in seen:
-            results[i] = None  # filled from the first occurrence below
-            continue
-        seen[job["jobId"]] = i
-        todo.append((i, job))
-    try:
-        claims = records.claim_many([job for _, job in todo])
-        claimed = []
-        for (i, job), (outcome, detail) in zip(todo, claims, strict=True):
-            result = PreviewResult(job["jobId"], app=render_preview.app)
-            result.priority = job.get("priority", "normal")
-            if outcome == "exists":
-                result.created = False
-                results[i] = result
-            elif outcome == "full":
-                metrics.refused("queue_full")
-                results[i] = QueueFull(int(detail), settings().queue_max)
-            else:
-                results[i] = result
-                claimed.append(job)
+        if job["jobId"] not in seen:  # a repeat is filled from the first occurrence below
+            seen[job["jobId"]] = i
+            todo.append((i, job))
+    if todo:
         try:
-            render_preview.publish_many([(job, settings().queue(job.get("priority", "normal")),
-                                          _headers(job)) for job in claimed])
-        except Exception as exc:
-            for job in claimed:
-                with contextlib.suppress(redis.RedisError):
-                    records.release(job["jobId"])
+            claimed = _claim(todo, results, render_preview.app, replay)
+            if claimed:
+                _publish(claimed, render_preview)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
             metrics.refused("broker")
             raise _broker_down(exc) from None
-        records.confirm_many([job["jobId"] for job in claimed])
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        metrics.refused("broker")
-        raise _broker_down(exc) from None
     for i, payload in enumerate(payloads):
         if results[i] is None:
             first = results[seen[payload["jobId"]]]
@@ -177,6 +132,41 @@ def submit_many(payloads: list[Any]) -> list[PreviewResult | MobiusError]:
             duplicate.created, duplicate.priority = False, first.priority
             results[i] = duplicate
     return results  # type: ignore[return-value]
+
+
+def _claim(todo: list[tuple[int, dict[str, Any]]], results: list[Any], app: Any,
+           replay: bool) -> list[dict[str, Any]]:
+    """Claim the jobs in one script; fill ``results``; return the jobs to publish."""
+    claimed = []
+    claims = records.claim_many([job for _, job in todo], replay=replay)
+    for (i, job), (outcome, detail) in zip(todo, claims, strict=True):
+        if outcome == "full":
+            metrics.refused("queue_full")
+            results[i] = QueueFull(int(detail), settings().queue_max)
+            continue
+        result = PreviewResult(job["jobId"], app=app)
+        result.priority = job.get("priority", "normal")
+        result.created = outcome == "claimed"
+        results[i] = result
+        if result.created:
+            claimed.append(job)
+    return claimed
+
+
+def _publish(claimed: list[dict[str, Any]], render_preview: Any) -> None:
+    queues = [settings().queue(job.get("priority", "normal")) for job in claimed]
+    try:
+        render_preview.publish_many([(job, q, _headers(job)) for job, q in zip(claimed, queues, strict=True)])
+    except Exception as exc:
+        for job in claimed:
+            with contextlib.suppress(redis.RedisError):
+                records.release(job["jobId"])
+        metrics.refused("broker")
+        raise _broker_down(exc) from None
+    records.confirm_many([job["jobId"] for job in claimed])
+    for job, queue in zip(claimed, queues, strict=True):
+        with logs.job_context(**logs.job_fields(job, job["jobId"])):
+            log.info("job submitted to %s", queue)
 
 
 def status(job_id: str) -> dict[str, Any]:

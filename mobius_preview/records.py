@@ -25,21 +25,6 @@ STATES = ("queued", "running", "retrying", "succeeded", "failed", "dead")
 # expires after this long, so the same jobId can be submitted again.
 SUBMIT_GRACE_SECONDS = 60
 
-_CLAIM = """
-local state = redis.call('HGET', KEYS[1], 'state')
-if state and not (ARGV[2] == '1' and state == 'dead') then
-  return {'exists', state}
-end
-local depth = redis.call('LLEN', KEYS[2]) + redis.call('LLEN', KEYS[3]) + redis.call('LLEN', KEYS[4])
-if depth >= tonumber(ARGV[1]) then
-  return {'full', tostring(depth)}
-end
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], unpack(ARGV, 4))
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
-return {'claimed', tostring(depth)}
-"""
-
 # Many claims in one round trip: ARGV = limit, replay flag, ttl, field count, then the
 # flattened fields of each job in turn. The queue limit counts the jobs claimed by
 # this call as if already waiting.
@@ -147,30 +132,20 @@ def _claim_fields(payload: dict[str, Any]) -> list[str]:
     return [item for pair in fields.items() for item in pair]
 
 
-def claim(payload: dict[str, Any], *, replay: bool = False) -> tuple[str, str]:
-    """Claim ``jobId`` for a new submission, atomically with the queue-length check.
+def claim_many(payloads: list[dict[str, Any]], *, replay: bool = False) -> list[tuple[str, str]]:
+    """Claim each ``jobId``, atomically with the queue-length check, in one round trip.
 
-    Returns ``("claimed", depth)``, ``("exists", state)`` or ``("full", depth)``.
+    One ``("claimed", depth)``, ``("exists", state)`` or ``("full", depth)`` per job.
     ``replay`` lets a dead job be claimed again.
     """
-    cfg = settings()
-    flat = _claim_fields(payload)
-    outcome, detail = script(_CLAIM)(
-        keys=[job_key(payload["jobId"]), *queue_keys()],
-        args=[cfg.queue_max, "1" if replay else "0", SUBMIT_GRACE_SECONDS, *flat],
-    )
-    return outcome, detail
-
-
-def claim_many(payloads: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    """``claim`` for many jobs in one atomic script (one round trip)."""
     if not payloads:
         return []
     cfg = settings()
     flats = [_claim_fields(p) for p in payloads]
     out = script(_CLAIM_MANY)(
         keys=[*queue_keys(cfg), *(job_key(p["jobId"]) for p in payloads)],
-        args=[cfg.queue_max, "0", SUBMIT_GRACE_SECONDS, len(flats[0]), *(x for f in flats for x in f)],
+        args=[cfg.queue_max, "1" if replay else "0", SUBMIT_GRACE_SECONDS, len(flats[0]),
+              *(x for f in flats for x in f)],
     )
     return [tuple(item.split(":", 1)) for item in out]
 
@@ -181,11 +156,6 @@ def confirm_many(job_ids: list[str]) -> None:
     for job_id in job_ids:
         confirm_script(keys=[job_key(job_id)], args=[settings().record_ttl], client=pipe)
     pipe.execute()
-
-
-def confirm(job_id: str) -> None:
-    """The message is on the queue: the claim becomes a lasting 'queued' record."""
-    script(_CONFIRM)(keys=[job_key(job_id)], args=[settings().record_ttl])
 
 
 def release(job_id: str) -> None:

@@ -2,7 +2,8 @@
 
 ``render_preview.delay(payload)`` goes through ``PreviewTask.apply_async``, which hands
 the payload to ``client.submit``: validated, named after ``jobId``, claimed and routed
-by priority in the caller's process. Only Celery's own retry path publishes directly.
+by priority in the caller's process, then published by ``publish_many``. Only
+Celery's own retry path publishes through ``Task.apply_async`` directly.
 """
 
 from __future__ import annotations
@@ -60,26 +61,14 @@ class PreviewTask(Task):
         payload = args[0] if args else (kwargs or {}).get("payload")
         return submit(payload)
 
-    def publish(self, payload: dict[str, Any], queue: str, headers: dict[str, Any]):
-        """Put a claimed job on its queue (used by the client only).
-
-        Straight onto the queue's list (the anonymous exchange, routing key = queue
-        name): the same list the direct exchange would route to, without kombu
-        reading the exchange's bindings from Redis for every message.
-        """
-        return super().apply_async(
-            (payload,), task_id=payload["jobId"], queue=queue, exchange="", routing_key=queue,
-            headers=headers, retry=True,
-            retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5,
-                          "interval_max": 1},
-        )
-
     def publish_many(self, jobs: list[tuple[dict[str, Any], str, dict[str, Any]]]) -> None:
         """Publish claimed jobs (payload, queue, headers) in two Redis pipelines in all.
 
-        Celery builds each message and its task-sent event as ``publish`` would; kombu
-        5.7's ``Producer.batch()`` buffers the queue pushes in one pipeline and the
-        events in another, instead of two round trips per job.
+        Celery builds each message and its task-sent event; kombu 5.7's
+        ``Producer.batch()`` buffers the queue pushes in one pipeline and the events in
+        another, instead of two round trips per job. Messages go straight onto the
+        queue's list (anonymous exchange, routing key = queue name): the list the
+        direct exchange would route to, without kombu reading its bindings per message.
         """
         amqp = self.app.amqp
         with self.app.producer_or_acquire() as producer:
@@ -89,11 +78,12 @@ class PreviewTask(Task):
             with producer.batch(), event_batch:
                 for payload, queue, headers in jobs:
                     message = amqp.create_task_message(
-                        payload["jobId"], self.name, (payload,), {}, headers=headers,
+                        payload["jobId"], self.name, (payload,), {},
                         create_sent_event=events is not None,
                     )
                     amqp.send_task_message(producer, self.name, message, queue=queue, exchange="",
-                                           routing_key=queue, event_dispatcher=events, retry=False)
+                                           routing_key=queue, headers=headers,
+                                           event_dispatcher=events, retry=False)
 
     def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
         payload = args[0] if args else None
