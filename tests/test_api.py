@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 import subprocess
 import sys
@@ -17,7 +16,7 @@ import pytest
 import uvicorn
 from conftest import RUN_DIR, free_port, tiny_render_job
 
-from mobius_preview import access, records
+from mobius_preview import access
 from mobius_preview.api import create_app
 
 KEY = "test-api-key-0123456789"
@@ -207,9 +206,7 @@ def test_no_secret_in_responses(http, make_job):
 
 
 def test_schemathesis_finds_no_server_errors(api_url):
-    exe = Path(sys.executable).parent / "schemathesis"
-    if not exe.exists():
-        pytest.skip("schemathesis is not installed")
+    exe = Path(sys.executable).parent / "schemathesis"  # a dev dependency: always installed
     proc = subprocess.run(
         [str(exe), "run", f"{api_url}/openapi.json", "--checks", "not_a_server_error",
          "--max-examples", "25", "-H", f"Authorization: Bearer {KEY}", "--workers", "1",
@@ -248,5 +245,3 @@ def test_review_page_in_a_real_browser(http, worker, tmp_path):
     artifacts = Path(__file__).resolve().parent.parent / "test-artifacts"
     artifacts.mkdir(exist_ok=True)
     shutil.copy(shot, artifacts / "review-page.png")
-    assert json.loads(json.dumps(done))["state"] == "succeeded"
-    records.client()  # the page did not need the API key
