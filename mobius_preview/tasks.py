@@ -91,7 +91,7 @@ class PreviewTask(Task):
         letter = {
             "jobId": task_id,
             "payload": payload,
-            "error": f"{type(exc).__name__}: {exc}",
+            "error": describe(exc),
             "errorKind": "permanent" if isinstance(exc, PermanentError) else "transient",
             "traceback": "".join(traceback.format_exception(exc))[-8000:],
             "attempts": attempts,
@@ -111,6 +111,14 @@ class PreviewTask(Task):
 
 def _priority(payload: Any) -> str:
     return logs.job_fields(payload, "")["priority"]
+
+
+def describe(exc: BaseException) -> str:
+    """One line for the record and the dead letter: what failed, in words an operator can act on."""
+    if isinstance(exc, SoftTimeLimitExceeded):
+        return (f"SoftTimeLimitExceeded: the render took longer than PREVIEW_SOFT_TIME_LIMIT "
+                f"({settings().soft_time_limit} s)")
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _summary(outcome: dict[str, Any]) -> dict[str, Any]:
@@ -191,11 +199,11 @@ def render_preview(self: PreviewTask, payload: Any = None, *extra: Any, **unexpe
                 delay = retry_delay(self.request.retries)
                 delays = [*json.loads(record.get("retryDelays") or "[]"), round(delay, 3)]
                 records.update(
-                    job_id, state="retrying", error=f"{type(exc).__name__}: {exc}",
+                    job_id, state="retrying", error=describe(exc),
                     retryDelays=delays,
                 )
                 metrics.job_finished("retried", ident["priority"])
-                log.warning("job failed (%s: %s); retry in %.1f s", type(exc).__name__, exc, delay)
+                log.warning("job failed (%s); retry in %.1f s", describe(exc), delay)
                 raise self.retry(exc=exc, countdown=delay, max_retries=cfg.max_tries - 1) from exc
         records.finish(job_id, outcome, rendered=not (outcome["cacheHit"] or outcome["dryRun"]))
         kind = "dry_run" if outcome["dryRun"] else "cache_hit" if outcome["cacheHit"] else "succeeded"
