@@ -34,4 +34,6 @@ if settings().metrics_port is not None and _is_worker_process():
 app = Celery("mobius_preview", include=["mobius_preview.tasks"])
 app.config_from_object("celeryconfig")
 
-from . import worker  # noqa: E402,F401  (worker start-up signal handlers)
+from . import channel, worker  # noqa: E402,F401  (worker start-up signal handlers)
+
+channel.install()

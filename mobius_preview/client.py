@@ -1,19 +1,19 @@
 """What the host application calls: submit, status, wait, cancel, queue statistics.
 
-Submission order matters for "nothing half-accepted": validate (no I/O), claim the
-jobId atomically with the queue-length check, publish, confirm. A failed publish
-releases the claim; a submitter that dies between claim and publish leaves a claim
-that expires after records.SUBMIT_GRACE_SECONDS.
+Nothing is ever half-accepted: the payload is validated before any I/O, then one
+Redis script checks the jobId and the queue limit, writes the job's record and
+pushes its message (records.accept_many), so a job is either recorded and queued or
+not there at all.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import time
 from typing import Any
 
+import kombu.exceptions
 import redis
 from celery.result import AsyncResult
 
@@ -94,14 +94,11 @@ def submit(payload: Any, *, replay: bool = False) -> PreviewResult:
 
 
 def submit_many(payloads: list[Any], *, replay: bool = False) -> list[PreviewResult | MobiusError]:
-    """Submit jobs with a few Redis round trips in all; one result per payload, in order.
+    """Submit jobs in one Redis round trip; one result per payload, in order.
 
-    Order matters for "nothing half-accepted": validate (no I/O); claim every jobId in
-    one Lua call, atomically with the queue-length check; publish; confirm. A failed
-    publish releases the claims. Each item is a PreviewResult (``created`` False for
-    a jobId that existed) or the error that refused it (InvalidPayload, QueueFull).
-    Duplicates within the call count once. Raises BrokerUnavailable when Redis is
-    unreachable (nothing accepted).
+    Each item is a PreviewResult (``created`` False for a jobId that existed) or the
+    error that refused it (InvalidPayload, QueueFull). Duplicates within the call
+    count once. Raises BrokerUnavailable when Redis is unreachable (nothing accepted).
     """
     from .tasks import render_preview
 
@@ -118,13 +115,7 @@ def submit_many(payloads: list[Any], *, replay: bool = False) -> list[PreviewRes
             seen[job["jobId"]] = i
             todo.append((i, job))
     if todo:
-        try:
-            claimed = _claim(todo, results, render_preview.app, replay)
-            if claimed:
-                _publish(claimed, render_preview)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            metrics.refused("broker")
-            raise _broker_down(exc) from None
+        _accept(todo, results, render_preview, replay)
     for i, payload in enumerate(payloads):
         if results[i] is None:
             first = results[seen[payload["jobId"]]]
@@ -134,39 +125,34 @@ def submit_many(payloads: list[Any], *, replay: bool = False) -> list[PreviewRes
     return results  # type: ignore[return-value]
 
 
-def _claim(todo: list[tuple[int, dict[str, Any]]], results: list[Any], app: Any,
-           replay: bool) -> list[dict[str, Any]]:
-    """Claim the jobs in one script; fill ``results``; return the jobs to publish."""
-    claimed = []
-    claims = records.claim_many([job for _, job in todo], replay=replay)
-    for (i, job), (outcome, detail) in zip(todo, claims, strict=True):
+def _accept(todo: list[tuple[int, dict[str, Any]]], results: list[Any], render_preview: Any,
+            replay: bool) -> None:
+    """Build the messages, then record and enqueue the jobs in one script; fill ``results``."""
+    jobs = [job for _, job in todo]
+    queues = [settings().queue(job.get("priority", "normal")) for job in jobs]
+    try:
+        outgoing = render_preview.messages_for(
+            [(job, q, _headers(job)) for job, q in zip(jobs, queues, strict=True)])
+        verdicts = records.accept_many(jobs, [commands for commands, _ in outgoing], replay=replay)
+    except (redis.ConnectionError, redis.TimeoutError, kombu.exceptions.OperationalError) as exc:
+        metrics.refused("broker")
+        raise _broker_down(exc) from None
+    sent_events = []
+    for (i, job), queue, (outcome, detail), (_, event) in zip(todo, queues, verdicts, outgoing, strict=True):
         if outcome == "full":
             metrics.refused("queue_full")
             results[i] = QueueFull(int(detail), settings().queue_max)
             continue
-        result = PreviewResult(job["jobId"], app=app)
+        result = PreviewResult(job["jobId"], app=render_preview.app)
         result.priority = job.get("priority", "normal")
         result.created = outcome == "claimed"
         results[i] = result
         if result.created:
-            claimed.append(job)
-    return claimed
-
-
-def _publish(claimed: list[dict[str, Any]], render_preview: Any) -> None:
-    queues = [settings().queue(job.get("priority", "normal")) for job in claimed]
-    try:
-        render_preview.publish_many([(job, q, _headers(job)) for job, q in zip(claimed, queues, strict=True)])
-    except Exception as exc:
-        for job in claimed:
-            with contextlib.suppress(redis.RedisError):
-                records.release(job["jobId"])
-        metrics.refused("broker")
-        raise _broker_down(exc) from None
-    records.confirm_many([job["jobId"] for job in claimed])
-    for job, queue in zip(claimed, queues, strict=True):
-        with logs.job_context(**logs.job_fields(job, job["jobId"])):
-            log.info("job submitted to %s", queue)
+            if event is not None:
+                sent_events.append(event)
+            with logs.job_context(**logs.job_fields(job, job["jobId"])):
+                log.info("job submitted to %s", queue)
+    render_preview.announce(sent_events)
 
 
 def status(job_id: str) -> dict[str, Any]:
@@ -184,7 +170,7 @@ def status(job_id: str) -> dict[str, Any]:
         "projectId": record.get("projectId"),
         "requestId": record.get("requestId"),
         "priority": record.get("priority", "normal"),
-        "state": "queued" if state == "submitting" else state,
+        "state": state,
         "attempts": int(record.get("attempts") or 0),
         "renders": int(record.get("renders") or 0),
         "completions": int(record.get("completions") or 0),

@@ -21,48 +21,68 @@ import redis
 from .config import Settings, settings
 
 STATES = ("queued", "running", "retrying", "succeeded", "failed", "dead")
-# A claim that was never followed by a publish (the submitter crashed in between)
-# expires after this long, so the same jobId can be submitted again.
-SUBMIT_GRACE_SECONDS = 60
 
-# Many claims in one round trip: ARGV = limit, replay flag, ttl, field count, then the
-# flattened fields of each job in turn. The queue limit counts the jobs claimed by
-# this call as if already waiting.
-_CLAIM_MANY = """
-local limit, replay, ttl, width = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+# Accepting jobs, all in one round trip and atomically: for each job, unless its
+# jobId exists (a dead one may be replayed) or the queues hold PREVIEW_QUEUE_MAX
+# jobs, write its record and run its message's captured commands (LPUSH onto the
+# queue list, PUBLISH of the task-sent event). So a job is either recorded and
+# queued, or neither. KEYS: the 3 queue lists, then per job its record and the list
+# of each of its LPUSHes. ARGV: limit, replay flag, record TTL, field count, job
+# count, then per job: its fields, its command count, and per command its name, body
+# and (for PUBLISH) the topic.
+_ACCEPT = """
+local limit, replay, ttl = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
+local width, jobs = tonumber(ARGV[4]), tonumber(ARGV[5])
 local depth = redis.call('LLEN', KEYS[1]) + redis.call('LLEN', KEYS[2]) + redis.call('LLEN', KEYS[3])
-local out = {}
-for i = 4, #KEYS do
-  local first = 5 + (i - 4) * width
-  local state = redis.call('HGET', KEYS[i], 'state')
+local k, a, out = 4, 6, {}
+for j = 1, jobs do
+  local record, fields = KEYS[k], a
+  k, a = k + 1, a + width
+  local state = redis.call('HGET', record, 'state')
+  local verdict = 'claimed'
   if state and not (replay == '1' and state == 'dead') then
-    table.insert(out, 'exists:' .. state)
+    verdict = 'exists:' .. state
   elseif depth >= limit then
-    table.insert(out, 'full:' .. depth)
+    verdict = 'full:' .. depth
   else
-    redis.call('DEL', KEYS[i])
-    redis.call('HSET', KEYS[i], unpack(ARGV, first, first + width - 1))
-    redis.call('EXPIRE', KEYS[i], ttl)
+    redis.call('DEL', record)
+    redis.call('HSET', record, unpack(ARGV, fields, fields + width - 1))
+    redis.call('EXPIRE', record, ttl)
     depth = depth + 1
-    table.insert(out, 'claimed:' .. depth)
   end
+  local commands = tonumber(ARGV[a])
+  a = a + 1
+  for c = 1, commands do
+    local name, body = ARGV[a], ARGV[a + 1]
+    if name == 'lpush' then
+      if verdict == 'claimed' then redis.call('LPUSH', KEYS[k], body) end
+      k, a = k + 1, a + 2
+    else
+      if verdict == 'claimed' then redis.call('PUBLISH', ARGV[a + 2], body) end
+      a = a + 3
+    end
+  end
+  if verdict == 'claimed' then verdict = 'claimed:' .. depth end
+  table.insert(out, verdict)
 end
 return out
 """
 
-_CONFIRM = """
-if redis.call('HGET', KEYS[1], 'state') == 'submitting' then
-  redis.call('HSET', KEYS[1], 'state', 'queued')
+# A worker starting a job: nothing to do for a finished one (its message came back
+# before the ack landed); otherwise count the delivery and mark it running, in one
+# round trip. ARGV: field count, then the fields to set. Returns the state before,
+# the delivery count and the fields the task reads.
+_START = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if state == 'succeeded' or state == 'dead' or state == 'failed' then
+  return {state, '0', redis.call('HGET', KEYS[1], 'outcome') or '', '', '', ''}
 end
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
-return 1
-"""
-
-_RELEASE = """
-if redis.call('HGET', KEYS[1], 'state') == 'submitting' then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
+local deliveries = redis.call('HINCRBY', KEYS[1], 'deliveries', 1)
+local before = redis.call('HMGET', KEYS[1], 'submittedTs', 'retryDelays', 'firstStartedAt')
+redis.call('HSET', KEYS[1], unpack(ARGV, 2, 1 + tonumber(ARGV[1])))
+if not before[3] then redis.call('HSET', KEYS[1], 'firstStartedAt', ARGV[#ARGV]) end
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[#ARGV - 1]))
+return {state or '', tostring(deliveries), '', before[1] or '', before[2] or '', before[3] or ''}
 """
 
 
@@ -117,14 +137,14 @@ def dead_key(cfg: Settings | None = None) -> str:
     return key(cfg.dead_letter_key, cfg)
 
 
-def _claim_fields(payload: dict[str, Any]) -> list[str]:
+def _record_fields(payload: dict[str, Any]) -> list[str]:
     fields = {
         "jobId": payload["jobId"],
         "projectId": payload["projectId"],
         "requestId": payload["requestId"],
         "priority": payload.get("priority", "normal"),
         "dryRun": json.dumps(bool(payload.get("dryRun"))),
-        "state": "submitting",
+        "state": "queued",
         "attempts": "0",
         "submittedAt": now_iso(),
         "submittedTs": repr(time.time()),
@@ -132,35 +152,51 @@ def _claim_fields(payload: dict[str, Any]) -> list[str]:
     return [item for pair in fields.items() for item in pair]
 
 
-def claim_many(payloads: list[dict[str, Any]], *, replay: bool = False) -> list[tuple[str, str]]:
-    """Claim each ``jobId``, atomically with the queue-length check, in one round trip.
+def accept_many(payloads: list[dict[str, Any]], messages: list[list[tuple[str, str, str]]], *,
+                replay: bool = False) -> list[tuple[str, str]]:
+    """Record and enqueue each job unless it exists or the queues are full: one round trip.
 
-    One ``("claimed", depth)``, ``("exists", state)`` or ``("full", depth)`` per job.
-    ``replay`` lets a dead job be claimed again.
+    ``messages[i]`` holds job i's captured Redis commands (``mobius_preview.channel``).
+    Returns one ``("claimed", depth)``, ``("exists", state)`` or ``("full", depth)``
+    per job. ``replay`` lets a dead job be accepted again.
     """
     if not payloads:
         return []
     cfg = settings()
-    flats = [_claim_fields(p) for p in payloads]
-    out = script(_CLAIM_MANY)(
-        keys=[*queue_keys(cfg), *(job_key(p["jobId"]) for p in payloads)],
-        args=[cfg.queue_max, "1" if replay else "0", SUBMIT_GRACE_SECONDS, len(flats[0]),
-              *(x for f in flats for x in f)],
+    keys = queue_keys(cfg)
+    args: list[Any] = []
+    flats = [_record_fields(p) for p in payloads]
+    for payload, fields, commands in zip(payloads, flats, messages, strict=True):
+        keys.append(job_key(payload["jobId"], cfg))
+        args.extend(fields)
+        args.append(len(commands))
+        for name, target, body in commands:
+            if name == "lpush":
+                keys.append(target)
+                args.extend((name, body))
+            else:
+                args.extend((name, body, target))
+    out = script(_ACCEPT)(
+        keys=keys, args=[cfg.queue_max, "1" if replay else "0", cfg.record_ttl, len(flats[0]),
+                         len(payloads), *args],
     )
     return [tuple(item.split(":", 1)) for item in out]
 
 
-def confirm_many(job_ids: list[str]) -> None:
-    confirm_script = script(_CONFIRM)
-    pipe = client().pipeline(transaction=False)
-    for job_id in job_ids:
-        confirm_script(keys=[job_key(job_id)], args=[settings().record_ttl], client=pipe)
-    pipe.execute()
+def start(job_id: str, **fields: Any) -> dict[str, Any]:
+    """Count a delivery and mark the job running unless it already finished.
 
-
-def release(job_id: str) -> None:
-    """Publishing failed: drop our claim so nothing looks accepted that was not."""
-    script(_RELEASE)(keys=[job_key(job_id)])
+    Returns ``state`` (before this call), ``deliveries``, and the record's
+    ``outcome``, ``submittedTs``, ``retryDelays`` and ``firstStartedAt``.
+    """
+    values = {k: (v if isinstance(v, str) else json.dumps(v)) for k, v in fields.items() if v is not None}
+    values["updatedAt"] = now_iso()
+    flat = [item for pair in values.items() for item in pair]
+    state, deliveries, outcome, submitted, delays, first = script(_START)(
+        keys=[job_key(job_id)], args=[len(flat), *flat, settings().record_ttl, values["updatedAt"]],
+    )
+    return {"state": state, "deliveries": int(deliveries), "outcome": outcome,
+            "submittedTs": submitted, "retryDelays": delays, "firstStartedAt": first or values["updatedAt"]}
 
 
 def get(job_id: str) -> dict[str, str] | None:

@@ -7,13 +7,15 @@ the rule it broke and a sentence a person can act on; all of them are reported a
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import fastjsonschema
 from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import ValidationError
+from rfc3339_validator import validate_rfc3339
 
 from .errors import InvalidPayload, PayloadIssue
 
@@ -40,10 +42,38 @@ def _inline(node: Any, defs: dict[str, Any]) -> Any:
 
 
 @lru_cache(maxsize=1)
-def _validator() -> Draft202012Validator:
+def _flat() -> dict[str, Any]:
     Draft202012Validator.check_schema(schema())
-    flat = _inline(schema(), schema().get("$defs", {}))
-    return Draft202012Validator(flat, format_checker=FormatChecker())
+    return _inline(schema(), schema().get("$defs", {}))
+
+
+@lru_cache(maxsize=1)
+def _validator() -> Draft202012Validator:
+    """The reference: its errors say where and which rule; it decides every "no"."""
+    return Draft202012Validator(_flat(), format_checker=FormatChecker())
+
+
+@lru_cache(maxsize=1)
+def _fast() -> Callable[[Any], Any]:
+    """The same schema compiled to Python code by fastjsonschema: ~30x faster.
+
+    Nearly every payload is valid, and jsonschema takes 0.2 ms (a tiny job) to 1.4 ms
+    (a 10-step job) to say so, which would dominate submission. The compiled check only
+    answers yes or no; any "no" (or error) goes to jsonschema, which names the field and
+    the rule and has the last word. The schema uses no keyword that means something
+    else in draft 7, and tests check that both agree on thousands of documents.
+    ``use_default=False``: fastjsonschema would otherwise write defaults into the payload.
+    """
+    flat = {**_flat(), "$schema": "http://json-schema.org/draft-07/schema#"}
+    return fastjsonschema.compile(flat, formats={"date-time": validate_rfc3339}, use_default=False)
+
+
+def _passes_fast(payload: Any) -> bool:
+    try:
+        _fast()(payload)
+    except Exception:  # JsonSchemaException, or anything odd: let jsonschema decide
+        return False
+    return True
 
 
 def json_path(parts: Iterable[Any]) -> str:
@@ -169,8 +199,9 @@ def check(payload: Any) -> list[PayloadIssue]:
     if not isinstance(payload, dict):
         return [PayloadIssue("$", "type", f"must be a JSON object, got {type(payload).__name__}")]
     issues: list[PayloadIssue] = []
-    for error in _validator().iter_errors(payload):
-        issues.extend(_describe(error))
+    if not _passes_fast(payload):
+        for error in _validator().iter_errors(payload):
+            issues.extend(_describe(error))
     issues.extend(_semantic(payload))
     # One issue per (path, rule), ordered by where it is in the document.
     unique = {(i.path, i.rule): i for i in issues}

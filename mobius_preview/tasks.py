@@ -8,7 +8,6 @@ Celery's own retry path publishes through ``Task.apply_async`` directly.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import random
@@ -23,11 +22,14 @@ from celery.utils.time import get_exponential_backoff_interval
 
 from . import logs, metrics, records, render, storage
 from .app import app
+from .channel import Command
 from .config import settings
 from .errors import InvalidPayload, PermanentError
 from .schema import validate_payload
 
 TASK_NAME = "mobius_preview.render_preview"
+# A job's message as captured Redis commands, and its task-sent event (None without events).
+Outgoing = tuple[list[Command], dict[str, Any] | None]
 log = logging.getLogger("mobius_preview.tasks")
 
 
@@ -61,29 +63,56 @@ class PreviewTask(Task):
         payload = args[0] if args else (kwargs or {}).get("payload")
         return submit(payload)
 
-    def publish_many(self, jobs: list[tuple[dict[str, Any], str, dict[str, Any]]]) -> None:
-        """Publish claimed jobs (payload, queue, headers) in two Redis pipelines in all.
+    def messages_for(self, jobs: list[tuple[dict[str, Any], str, dict[str, Any]]]) -> list[Outgoing]:
+        """Each job's message as the Redis commands that would send it, and its task-sent event.
 
-        Celery builds each message and its task-sent event; kombu 5.7's
-        ``Producer.batch()`` buffers the queue pushes in one pipeline and the events in
-        another, instead of two round trips per job. Messages go straight onto the
-        queue's list (anonymous exchange, routing key = queue name): the list the
-        direct exchange would route to, without kombu reading its bindings per message.
+        Celery builds the message, kombu routes and serializes it, and the channel
+        captures the final LPUSH (``mobius_preview.channel``) for the client's accept
+        script to run. Messages go straight onto the queue's list (anonymous exchange,
+        routing key = queue name), with no per-message declare: workers declare their
+        queues when they start. The task-sent event is held back for ``announce``: only
+        accepted jobs were sent.
         """
         amqp = self.app.amqp
-        with self.app.producer_or_acquire() as producer:
-            events = (self.app.events.Dispatcher(channel=producer.channel)
-                      if self.app.conf.task_send_sent_event else None)
-            event_batch = events.producer.batch() if events is not None else contextlib.nullcontext()
-            with producer.batch(), event_batch:
-                for payload, queue, headers in jobs:
-                    message = amqp.create_task_message(
-                        payload["jobId"], self.name, (payload,), {},
-                        create_sent_event=events is not None,
-                    )
-                    amqp.send_task_message(producer, self.name, message, queue=queue, exchange="",
-                                           routing_key=queue, headers=headers,
-                                           event_dispatcher=events, retry=False)
+        with_events = bool(self.app.conf.task_send_sent_event)
+        out: list[Outgoing] = []
+        with self.app.producer_or_acquire() as producer, producer.channel.capture() as sink, producer.batch():
+            for payload, queue, headers in jobs:
+                first = len(sink)
+                message = amqp.create_task_message(
+                    payload["jobId"], self.name, (payload,), {}, create_sent_event=with_events,
+                    argsrepr=_argsrepr(payload), kwargsrepr="{}",
+                )
+                amqp.send_task_message(producer, self.name, message._replace(sent_event=None), queue=queue,
+                                       exchange="", routing_key=queue, headers=headers, declare=[],
+                                       retry=False)
+                event = message.sent_event
+                if event is not None:
+                    event.update(queue=queue, exchange="", routing_key=queue)
+                out.append((sink[first:], event))
+        return out
+
+    def announce(self, sent_events: list[dict[str, Any]]) -> None:
+        """Send the task-sent events of accepted jobs, all in one "task-multi" message.
+
+        That is how Celery's own worker sends task events; Flower and celery-exporter
+        read both forms. Events are best effort (Redis pub/sub keeps nothing for a
+        listener that is away), and the jobs are accepted already: a failure here is
+        logged, not raised.
+        """
+        if not sent_events:
+            return
+        try:
+            with self.app.producer_or_acquire() as producer:
+                dispatcher = self.app.events.Dispatcher(
+                    channel=producer.channel, buffer_group=["task"], buffer_limit=len(sent_events) + 1,
+                    buffer_while_offline=False,
+                )
+                for fields in sent_events:
+                    dispatcher.send("task-sent", **fields)
+                dispatcher.flush()
+        except Exception as exc:
+            log.warning("could not send the task-sent events of %d jobs: %s", len(sent_events), exc)
 
     def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
         payload = args[0] if args else None
@@ -107,6 +136,14 @@ class PreviewTask(Task):
                   letter["error"])
         # An invalid payload is dead-lettered like any permanent error, counted apart.
         metrics.job_finished("invalid" if isinstance(exc, InvalidPayload) else "dead", _priority(payload))
+
+
+def _argsrepr(payload: dict[str, Any]) -> str:
+    """How Flower and the task events show the job: who it is, not the whole payload."""
+    request = payload.get("previewRequest") or {}
+    return (f"({{'jobId': {payload['jobId']!r}, 'projectId': {payload['projectId']!r}, "
+            f"'priority': {payload.get('priority', 'normal')!r}, 'steps': {len(request.get('steps') or [])}, "
+            f"'dryRun': {bool(payload.get('dryRun'))}}},)")
 
 
 def _priority(payload: Any) -> str:
@@ -167,26 +204,26 @@ def render_preview(self: PreviewTask, payload: Any = None, *extra: Any, **unexpe
     ident = logs.job_fields(payload, job_id)
     ident.pop("attempt")
     with logs.job_context(**ident, attempt=attempt):
-        record = records.get(job_id) or {}
-        if record.get("state") == "succeeded" and record.get("outcome"):
+        if extra or unexpected:  # a message built by hand, not by the client
+            problem = (f"render_preview takes one payload, got {1 + len(extra)} arguments "
+                       f"and keywords {sorted(unexpected)}")
+        else:
+            problem = None
+        now = records.now_iso()
+        record = records.start(job_id, **ident, state="running", attempts=attempt, startedAt=now,
+                               startedTs=time.time())
+        if record["state"] == "succeeded" and record["outcome"]:
             # Redelivered after the job finished but before its message was acked.
             return _summary(json.loads(record["outcome"]))
-        if record.get("state") in ("dead", "failed"):
+        if record["state"] in ("dead", "failed"):
             if record["state"] == "failed":
                 metrics.job_finished("failed", ident["priority"])  # cancelled before it ran
             return {"jobId": job_id, "skipped": record["state"]}
-        if extra or unexpected:  # a message built by hand, not by the client
-            raise PermanentError(f"render_preview takes one payload, got {1 + len(extra)} arguments "
-                                 f"and keywords {sorted(unexpected)}")
-        deliveries = records.client().hincrby(records.job_key(job_id), "deliveries", 1)
-        if deliveries > 2 * cfg.max_tries + 1:
-            raise PermanentError(f"the job was delivered {deliveries} times: it kills its worker")
-        now = records.now_iso()
-        records.update(
-            job_id, **ident, state="running", attempts=attempt, startedAt=now, startedTs=time.time(),
-            firstStartedAt=record.get("firstStartedAt") or now,
-        )
-        metrics.job_started(ident["priority"], record.get("submittedTs"))
+        if problem:
+            raise PermanentError(problem)
+        if record["deliveries"] > 2 * cfg.max_tries + 1:
+            raise PermanentError(f"the job was delivered {record['deliveries']} times: it kills its worker")
+        metrics.job_started(ident["priority"], record["submittedTs"] or None)
         log.info("job started")
         with metrics.in_progress():
             try:
@@ -197,7 +234,7 @@ def render_preview(self: PreviewTask, payload: Any = None, *extra: Any, **unexpe
                 if attempt >= cfg.max_tries:
                     raise
                 delay = retry_delay(self.request.retries)
-                delays = [*json.loads(record.get("retryDelays") or "[]"), round(delay, 3)]
+                delays = [*json.loads(record["retryDelays"] or "[]"), round(delay, 3)]
                 records.update(
                     job_id, state="retrying", error=describe(exc),
                     retryDelays=delays,

@@ -10,7 +10,6 @@ import sys
 import redis
 from celery import signals
 from celery.worker.consumer import Consumer as CeleryConsumer
-from kombu.transport import redis as kombu_redis
 
 from . import logs, metrics, records, storage
 from .config import settings
@@ -74,25 +73,6 @@ def keep_rejected(reason: str, raw: bytes | str, exc: BaseException | None, **de
     except Exception:  # never let bookkeeping break the consumer
         log.exception("could not keep a refused message (%s)", reason)
     metrics.message_rejected(reason)
-
-
-class GuardedChannel(kombu_redis.Channel):
-    """kombu's Redis channel, surviving an entry of a queue list that is not a message.
-
-    kombu decodes each popped entry as JSON; garbage pushed onto the list by another
-    program raises out of the event loop and stops the whole worker ("Unrecoverable
-    error"). Here it is kept as a dead letter and the worker goes on.
-    """
-
-    def _brpop_read(self, **options):
-        try:
-            return super()._brpop_read(**options)
-        except ValueError as exc:  # json.JSONDecodeError carries the raw entry in .doc
-            keep_rejected("malformed", getattr(exc, "doc", "") or "", exc)
-            return False
-
-
-kombu_redis.Transport.Channel = GuardedChannel
 
 
 class Consumer(CeleryConsumer):

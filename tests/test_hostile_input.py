@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import mobius_preview
-from mobius_preview import InvalidPayload, records
+from mobius_preview import InvalidPayload, records, schema
 from mobius_preview.schema import check, parse_json
 
+EXAMPLES = Path(__file__).resolve().parent.parent / "schemas" / "examples"
 BASE = {
     "jobId": "h-1", "projectId": "proj-catan-demo", "requestId": "r-1", "dryRun": True,
     "previewRequest": {
@@ -30,7 +32,11 @@ nasty_strings = st.sampled_from([
     "", "../etc/passwd", "/etc/passwd", "..", ".hidden", "-rf", "a/b", "a\\b", "C:\\x", "x" * 5000,
     "\u0000", "évènement", "名前", "images/../../x", "images/./board.png", "\n", "a" * 129,
     "%2e%2e/x", "preview.high", "*", "$(rm -rf /)",
-])
+    # date-times the two validators could read differently
+    "2024-02-30T10:00:00Z", "2024-02-29T10:00:00Z", "2023-02-29T10:00:00Z", "2024-01-01T10:00:00+0100",
+    "2024-01-01t10:00:00z", "2024-01-01 10:00:00Z", "2024-01-01T24:00:00Z", "2024-01-01T23:59:60Z",
+    "2024-01-01T10:00:00.123456789+01:00", "2024-1-1T10:00:00Z",
+]) | st.sampled_from([1.0, -0.0, 2.5, 10**20, 1e308, True, 0, 1000, 1001, -1])
 paths = [("jobId",), ("projectId",), ("requestId",), ("dryRun",), ("priority",), ("createdAt",),
          ("previewRequest", "steps", 0, "id"), ("previewRequest", "steps", 0, "text"),
          ("previewRequest", "steps", 0, "image"), ("previewRequest", "steps", 0, "durationSec"),
@@ -105,3 +111,24 @@ def test_refused_submissions_leave_nothing_in_redis(path, value):
         pass
     assert sum(records.queue_depths().values()) == 0
     assert records.client().dbsize() == before
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=list(HealthCheck))
+@given(path=st.sampled_from(paths), value=json_values | nasty_strings)
+def test_the_fast_check_and_jsonschema_agree(path, value):
+    """A payload the compiled check passes must have no jsonschema error: the fast path
+    may never let through what the reference validator refuses."""
+    doc = copy.deepcopy(BASE)
+    _set(doc, path, value)
+    reference_ok = not list(schema._validator().iter_errors(doc))
+    assert schema._passes_fast(doc) == reference_ok, (path, value)
+
+
+def test_the_fast_check_agrees_on_every_shipped_example_and_leaves_the_payload_alone():
+    for example in sorted(EXAMPLES.rglob("*.json")):
+        if example.name.endswith(".expected.json"):
+            continue
+        doc = json.loads(example.read_text())
+        before = copy.deepcopy(doc)
+        assert schema._passes_fast(doc) == (not list(schema._validator().iter_errors(doc))), example
+        assert doc == before, f"validating {example.name} changed it (defaults written in?)"

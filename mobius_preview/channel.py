@@ -1,0 +1,99 @@
+"""kombu's Redis channel with two additions: it survives garbage on a queue list, and
+it can hand back a message's final Redis commands instead of sending them.
+
+Installed as ``kombu.transport.redis.Transport.Channel`` when ``mobius_preview.app``
+is imported, so both the host's processes and the workers use it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from kombu.transport import redis as kombu_redis
+
+# A captured command: ("lpush", prefixed list key, body) or ("publish", prefixed topic, body).
+Command = tuple[str, str, str]
+
+
+class CapturedBatch:
+    """A kombu 5.7 publish batch that keeps each command rather than pipelining it.
+
+    ``Producer.batch()`` asks the channel for a batch; kombu routes and serializes each
+    message as usual and ends in ``_put``/``_put_fanout``, which add the final command
+    ("lpush" onto a queue list, "publish" for an event) to the batch. Keeping those
+    lets the client run them inside its claim script: the job record and its message
+    are written in one atomic step, or not at all.
+    """
+
+    def __init__(self, channel: Channel, sink: list[Command]) -> None:
+        self.channel = channel
+        self._sink = sink
+        self._collecting: list[Command] | None = None
+
+    def publish(self, message: Any, **kwargs: Any) -> Any:
+        self._collecting = []
+        try:
+            result = self.channel.basic_publish(message, _publish_batch=self, **kwargs)
+        finally:
+            collected, self._collecting = self._collecting, None
+        self._sink.extend(collected)
+        return result
+
+    def add(self, name: str, *args: Any) -> None:
+        if self._collecting is None:
+            raise RuntimeError("Redis publish command added outside publication")
+        if name not in ("lpush", "publish") or len(args) != 2:
+            # e.g. "pexpire" for a queue with x-expires: not something the claim script runs.
+            raise RuntimeError(f"cannot capture Redis command {name!r}")
+        target, body = args
+        body = body.decode("utf-8") if isinstance(body, bytes) else body
+        self._collecting.append((name, self.channel.global_keyprefix + str(target), body))
+
+    def flush(self) -> None:
+        """Nothing to send: the caller runs what was captured."""
+
+    def discard(self) -> None:
+        self._sink.clear()
+
+    def close(self) -> None:
+        """No connection of its own to give back."""
+
+
+class Channel(kombu_redis.Channel):
+    """kombu's Redis channel, plus ``capture()`` and a guard around queue reads."""
+
+    _capture_sink: list[Command] | None = None
+
+    @contextmanager
+    def capture(self) -> Iterator[list[Command]]:
+        """Within this block, ``Producer.batch()`` on this channel captures instead of sending."""
+        if self._capture_sink is not None:
+            raise RuntimeError("this channel is already capturing")
+        self._capture_sink = sink = []
+        try:
+            yield sink
+        finally:
+            self._capture_sink = None
+
+    def create_publish_batch(self, max_size: int) -> Any:
+        if self._capture_sink is not None:
+            return CapturedBatch(self, self._capture_sink)
+        return super().create_publish_batch(max_size)
+
+    def _brpop_read(self, **options: Any) -> Any:
+        # kombu decodes each popped entry as JSON; garbage pushed onto the list by
+        # another program raises out of the event loop and stops the whole worker
+        # ("Unrecoverable error"). Here it is kept as a dead letter and the worker goes on.
+        try:
+            return super()._brpop_read(**options)
+        except ValueError as exc:  # json.JSONDecodeError carries the raw entry in .doc
+            from .worker import keep_rejected
+
+            keep_rejected("malformed", getattr(exc, "doc", "") or "", exc)
+            return False
+
+
+def install() -> None:
+    kombu_redis.Transport.Channel = Channel
