@@ -22,68 +22,79 @@ from .config import Settings, settings
 
 STATES = ("queued", "running", "retrying", "succeeded", "failed", "dead")
 
+# Fields travel as one JSON object of strings per record (a Lua table here): far
+# fewer arguments for redis-py to encode than field, value, field, value...
+_HSET_JSON = """
+local function hset_json(key, text)
+  local flat = {}
+  for name, value in pairs(cjson.decode(text)) do
+    flat[#flat + 1] = name
+    flat[#flat + 1] = value
+  end
+  redis.call('HSET', key, unpack(flat))
+end
+"""
+
 # Accepting jobs, all in one round trip and atomically: for each job, unless its
 # jobId exists (a dead one may be replayed) or the queues hold PREVIEW_QUEUE_MAX
-# jobs, write its record and run its message's captured commands (LPUSH onto the
-# queue list, PUBLISH of the task-sent event). So a job is either recorded and
-# queued, or neither. KEYS: the 3 queue lists, then per job its record and the list
-# of each of its LPUSHes. ARGV: limit, replay flag, record TTL, field count, job
-# count, then per job: its fields, its command count, and per command its name, body
-# and (for PUBLISH) the topic.
-_ACCEPT = """
+# jobs, write its record and push its message onto its queue. So a job is either
+# recorded and queued, or neither. KEYS: the 3 queue lists, then per job its record
+# and its queue list. ARGV: limit, replay flag, record TTL, then per job its fields
+# and its message.
+_ACCEPT = _HSET_JSON + """
 local limit, replay, ttl = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
-local width, jobs = tonumber(ARGV[4]), tonumber(ARGV[5])
 local depth = redis.call('LLEN', KEYS[1]) + redis.call('LLEN', KEYS[2]) + redis.call('LLEN', KEYS[3])
-local k, a, out = 4, 6, {}
-for j = 1, jobs do
-  local record, fields = KEYS[k], a
-  k, a = k + 1, a + width
+local out = {}
+for j = 1, (#KEYS - 3) / 2 do
+  local record, queue, fields, message = KEYS[2 + 2 * j], KEYS[3 + 2 * j], ARGV[2 + 2 * j], ARGV[3 + 2 * j]
   local state = redis.call('HGET', record, 'state')
-  local verdict = 'claimed'
   if state and not (replay == '1' and state == 'dead') then
-    verdict = 'exists:' .. state
+    out[j] = 'exists:' .. state
   elseif depth >= limit then
-    verdict = 'full:' .. depth
+    out[j] = 'full:' .. depth
   else
     redis.call('DEL', record)
-    redis.call('HSET', record, unpack(ARGV, fields, fields + width - 1))
+    hset_json(record, fields)
     redis.call('EXPIRE', record, ttl)
+    redis.call('LPUSH', queue, message)
     depth = depth + 1
+    out[j] = 'claimed:' .. depth
   end
-  local commands = tonumber(ARGV[a])
-  a = a + 1
-  for c = 1, commands do
-    local name, body = ARGV[a], ARGV[a + 1]
-    if name == 'lpush' then
-      if verdict == 'claimed' then redis.call('LPUSH', KEYS[k], body) end
-      k, a = k + 1, a + 2
-    else
-      if verdict == 'claimed' then redis.call('PUBLISH', ARGV[a + 2], body) end
-      a = a + 3
-    end
-  end
-  if verdict == 'claimed' then verdict = 'claimed:' .. depth end
-  table.insert(out, verdict)
 end
 return out
 """
 
 # A worker starting a job: nothing to do for a finished one (its message came back
 # before the ack landed); otherwise count the delivery and mark it running, in one
-# round trip. ARGV: field count, then the fields to set. Returns the state before,
-# the delivery count and the fields the task reads.
-_START = """
+# round trip. ARGV: fields, record TTL, now. Returns the state before, the delivery
+# count and the fields the task reads.
+_START = _HSET_JSON + """
 local state = redis.call('HGET', KEYS[1], 'state')
 if state == 'succeeded' or state == 'dead' or state == 'failed' then
   return {state, '0', redis.call('HGET', KEYS[1], 'outcome') or '', '', '', ''}
 end
 local deliveries = redis.call('HINCRBY', KEYS[1], 'deliveries', 1)
 local before = redis.call('HMGET', KEYS[1], 'submittedTs', 'retryDelays', 'firstStartedAt')
-redis.call('HSET', KEYS[1], unpack(ARGV, 2, 1 + tonumber(ARGV[1])))
-if not before[3] then redis.call('HSET', KEYS[1], 'firstStartedAt', ARGV[#ARGV]) end
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[#ARGV - 1]))
+hset_json(KEYS[1], ARGV[1])
+if not before[3] then redis.call('HSET', KEYS[1], 'firstStartedAt', ARGV[3]) end
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
 return {state or '', tostring(deliveries), '', before[1] or '', before[2] or '', before[3] or ''}
 """
+
+# ARGV: rendered flag, record TTL, fields.
+_FINISH = _HSET_JSON + """
+redis.call('HINCRBY', KEYS[1], 'completions', 1)
+if ARGV[1] == '1' then redis.call('HINCRBY', KEYS[1], 'renders', 1) end
+hset_json(KEYS[1], ARGV[3])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
+return 1
+"""
+
+
+def _text(fields: dict[str, Any]) -> str:
+    """Fields as one JSON object of strings (non-strings JSON-encoded), for the scripts."""
+    return json.dumps({k: (v if isinstance(v, str) else json.dumps(v)) for k, v in fields.items()
+                       if v is not None})
 
 
 def now_iso() -> str:
@@ -137,49 +148,41 @@ def dead_key(cfg: Settings | None = None) -> str:
     return key(cfg.dead_letter_key, cfg)
 
 
-def _record_fields(payload: dict[str, Any]) -> list[str]:
-    fields = {
+def _record_fields(payload: dict[str, Any], now: str, now_ts: float) -> str:
+    return _text({
         "jobId": payload["jobId"],
         "projectId": payload["projectId"],
         "requestId": payload["requestId"],
         "priority": payload.get("priority", "normal"),
-        "dryRun": json.dumps(bool(payload.get("dryRun"))),
+        "dryRun": bool(payload.get("dryRun")),
         "state": "queued",
         "attempts": "0",
-        "submittedAt": now_iso(),
-        "submittedTs": repr(time.time()),
-    }
-    return [item for pair in fields.items() for item in pair]
+        "submittedAt": now,
+        "submittedTs": repr(now_ts),
+    })
 
 
 def accept_many(payloads: list[dict[str, Any]], messages: list[list[tuple[str, str, str]]], *,
                 replay: bool = False) -> list[tuple[str, str]]:
     """Record and enqueue each job unless it exists or the queues are full: one round trip.
 
-    ``messages[i]`` holds job i's captured Redis commands (``mobius_preview.channel``).
-    Returns one ``("claimed", depth)``, ``("exists", state)`` or ``("full", depth)``
-    per job. ``replay`` lets a dead job be accepted again.
+    ``messages[i]`` holds job i's captured Redis commands (``mobius_preview.channel``):
+    one LPUSH. Returns one ``("claimed", depth)``, ``("exists", state)`` or
+    ``("full", depth)`` per job. ``replay`` lets a dead job be accepted again.
     """
     if not payloads:
         return []
     cfg = settings()
+    now, now_ts = now_iso(), time.time()
     keys = queue_keys(cfg)
-    args: list[Any] = []
-    flats = [_record_fields(p) for p in payloads]
-    for payload, fields, commands in zip(payloads, flats, messages, strict=True):
-        keys.append(job_key(payload["jobId"], cfg))
-        args.extend(fields)
-        args.append(len(commands))
-        for name, target, body in commands:
-            if name == "lpush":
-                keys.append(target)
-                args.extend((name, body))
-            else:
-                args.extend((name, body, target))
-    out = script(_ACCEPT)(
-        keys=keys, args=[cfg.queue_max, "1" if replay else "0", cfg.record_ttl, len(flats[0]),
-                         len(payloads), *args],
-    )
+    args: list[Any] = [cfg.queue_max, "1" if replay else "0", cfg.record_ttl]
+    for payload, commands in zip(payloads, messages, strict=True):
+        if len(commands) != 1 or commands[0][0] != "lpush":
+            raise RuntimeError(f"expected one LPUSH per message, got {[c[0] for c in commands]}")
+        _, queue, body = commands[0]
+        keys.extend((job_key(payload["jobId"], cfg), queue))
+        args.extend((_record_fields(payload, now, now_ts), body))
+    out = script(_ACCEPT)(keys=keys, args=args)
     return [tuple(item.split(":", 1)) for item in out]
 
 
@@ -189,14 +192,12 @@ def start(job_id: str, **fields: Any) -> dict[str, Any]:
     Returns ``state`` (before this call), ``deliveries``, and the record's
     ``outcome``, ``submittedTs``, ``retryDelays`` and ``firstStartedAt``.
     """
-    values = {k: (v if isinstance(v, str) else json.dumps(v)) for k, v in fields.items() if v is not None}
-    values["updatedAt"] = now_iso()
-    flat = [item for pair in values.items() for item in pair]
+    now = now_iso()
     state, deliveries, outcome, submitted, delays, first = script(_START)(
-        keys=[job_key(job_id)], args=[len(flat), *flat, settings().record_ttl, values["updatedAt"]],
+        keys=[job_key(job_id)], args=[_text({**fields, "updatedAt": now}), settings().record_ttl, now],
     )
     return {"state": state, "deliveries": int(deliveries), "outcome": outcome,
-            "submittedTs": submitted, "retryDelays": delays, "firstStartedAt": first or values["updatedAt"]}
+            "submittedTs": submitted, "retryDelays": delays, "firstStartedAt": first or now}
 
 
 def get(job_id: str) -> dict[str, str] | None:
@@ -222,17 +223,11 @@ def finish(job_id: str, outcome: dict[str, Any], *, rendered: bool) -> None:
     ``completions`` counts how often the job ran to success (1 unless it ran twice),
     ``renders`` how many of those encoded a video (0 for dry runs and cache hits).
     """
-    pipe = client().pipeline(transaction=True)
-    pipe.hincrby(job_key(job_id), "completions", 1)
-    pipe.hset(job_key(job_id), mapping={
-        "state": "succeeded", "finishedAt": now_iso(), "finishedTs": repr(time.time()),
-        "updatedAt": now_iso(), "error": "",
-        "outcome": json.dumps(outcome),
-    })
-    if rendered:
-        pipe.hincrby(job_key(job_id), "renders", 1)
-    pipe.expire(job_key(job_id), settings().record_ttl)
-    pipe.execute()
+    now = now_iso()
+    fields = {"state": "succeeded", "finishedAt": now, "finishedTs": repr(time.time()),
+              "updatedAt": now, "error": "", "outcome": outcome}
+    script(_FINISH)(keys=[job_key(job_id)],
+                    args=["1" if rendered else "0", settings().record_ttl, _text(fields)])
 
 
 def bury(job_id: str, letter: dict[str, Any], **fields: Any) -> None:

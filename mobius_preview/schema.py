@@ -65,7 +65,9 @@ def _fast() -> Callable[[Any], Any]:
     ``use_default=False``: fastjsonschema would otherwise write defaults into the payload.
     """
     flat = {**_flat(), "$schema": "http://json-schema.org/draft-07/schema#"}
-    return fastjsonschema.compile(flat, formats={"date-time": validate_rfc3339}, use_default=False)
+    # jsonschema's date-time check upper-cases first ("t" and "z" are allowed): same here.
+    formats = {"date-time": lambda value: validate_rfc3339(value.upper())}
+    return fastjsonschema.compile(flat, formats=formats, use_default=False)
 
 
 def _passes_fast(payload: Any) -> bool:

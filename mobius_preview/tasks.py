@@ -13,6 +13,7 @@ import logging
 import random
 import time
 import traceback
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +164,13 @@ def _summary(outcome: dict[str, Any]) -> dict[str, Any]:
     return {k: outcome[k] for k in ("jobId", "key", "cacheHit", "dryRun") if k in outcome}
 
 
+@lru_cache(maxsize=512)
+def _stored(folder: str) -> tuple[float, dict[str, str]]:
+    """Length and files of a stored preview. A published preview never changes (its
+    folder is named by its content and moved in whole), so a process reads each once."""
+    return render.planned_duration(Path(folder)), storage.artifacts(Path(folder))
+
+
 def execute(payload: dict[str, Any]) -> dict[str, Any]:
     """Validate, reuse a stored result or render one, and index it for the job."""
     cfg = settings()
@@ -183,15 +191,16 @@ def execute(payload: dict[str, Any]) -> dict[str, Any]:
             raise
     storage.index_job(job["projectId"], job["jobId"], identified.key, cache_hit=cache_hit)
     metrics.stages(timings)
+    duration, files = _stored(str(folder))
     return {
         "jobId": job["jobId"],
         "projectId": job["projectId"],
         "key": identified.key,
         "dryRun": bool(job.get("dryRun")),
         "cacheHit": cache_hit,
-        "duration": render.planned_duration(folder),
+        "duration": duration,
         "folder": str(folder),
-        "artifacts": storage.artifacts(Path(folder)),
+        "artifacts": dict(files),
         "seconds": round(time.perf_counter() - started, 4),
     }
 
