@@ -133,11 +133,13 @@ def _accept(todo: list[tuple[int, dict[str, Any]]], results: list[Any], render_p
     try:
         outgoing = render_preview.messages_for(
             [(job, q, _headers(job)) for job, q in zip(jobs, queues, strict=True)])
-        verdicts = records.accept_many(jobs, [commands for commands, _ in outgoing], replay=replay)
+        events = render_preview.sent_events([event for _, event in outgoing if event is not None])
+        verdicts = records.accept_many(jobs, [commands for commands, _ in outgoing], events=events,
+                                       replay=replay)
     except (redis.ConnectionError, redis.TimeoutError, kombu.exceptions.OperationalError) as exc:
         metrics.refused("broker")
         raise _broker_down(exc) from None
-    sent_events = []
+    accepted_events = []
     for (i, job), queue, (outcome, detail), (_, event) in zip(todo, queues, verdicts, outgoing, strict=True):
         if outcome == "full":
             metrics.refused("queue_full")
@@ -149,10 +151,23 @@ def _accept(todo: list[tuple[int, dict[str, Any]]], results: list[Any], render_p
         results[i] = result
         if result.created:
             if event is not None:
-                sent_events.append(event)
+                accepted_events.append(event)
             with logs.job_context(**logs.job_fields(job, job["jobId"])):
                 log.info("job submitted to %s", queue)
-    render_preview.announce(sent_events)
+    if events is not None and accepted_events and len(accepted_events) < len(jobs):
+        _announce(accepted_events, render_preview)
+
+
+def _announce(events: list[dict[str, Any]], render_preview: Any) -> None:
+    """Some jobs were refused, so the script sent no events: send those of the accepted.
+
+    Best effort, like all Redis events (pub/sub keeps nothing), and the jobs are
+    accepted already: a failure is logged, not raised.
+    """
+    try:
+        records.publish(render_preview.sent_events(events))
+    except Exception as exc:
+        log.warning("could not send the task-sent events of %d jobs: %s", len(events), exc)
 
 
 def status(job_id: str) -> dict[str, Any]:

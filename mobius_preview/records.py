@@ -18,6 +18,7 @@ from typing import Any
 
 import redis
 
+from .channel import Command
 from .config import Settings, settings
 
 STATES = ("queued", "running", "retrying", "succeeded", "failed", "dead")
@@ -38,15 +39,16 @@ end
 # Accepting jobs, all in one round trip and atomically: for each job, unless its
 # jobId exists (a dead one may be replayed) or the queues hold PREVIEW_QUEUE_MAX
 # jobs, write its record and push its message onto its queue. So a job is either
-# recorded and queued, or neither. KEYS: the 3 queue lists, then per job its record
-# and its queue list. ARGV: limit, replay flag, record TTL, then per job its fields
-# and its message.
+# recorded and queued, or neither. When every job was accepted, the batch's
+# task-sent events go out too (PUBLISH). KEYS: the 3 queue lists, then per job its
+# record and its queue list. ARGV: limit, replay flag, record TTL, events topic and
+# body (or empty), then per job its fields and its message.
 _ACCEPT = _HSET_JSON + """
 local limit, replay, ttl = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 local depth = redis.call('LLEN', KEYS[1]) + redis.call('LLEN', KEYS[2]) + redis.call('LLEN', KEYS[3])
-local out = {}
-for j = 1, (#KEYS - 3) / 2 do
-  local record, queue, fields, message = KEYS[2 + 2 * j], KEYS[3 + 2 * j], ARGV[2 + 2 * j], ARGV[3 + 2 * j]
+local out, jobs, accepted = {}, (#KEYS - 3) / 2, 0
+for j = 1, jobs do
+  local record, queue, fields, message = KEYS[2 + 2 * j], KEYS[3 + 2 * j], ARGV[4 + 2 * j], ARGV[5 + 2 * j]
   local state = redis.call('HGET', record, 'state')
   if state and not (replay == '1' and state == 'dead') then
     out[j] = 'exists:' .. state
@@ -58,9 +60,11 @@ for j = 1, (#KEYS - 3) / 2 do
     redis.call('EXPIRE', record, ttl)
     redis.call('LPUSH', queue, message)
     depth = depth + 1
+    accepted = accepted + 1
     out[j] = 'claimed:' .. depth
   end
 end
+if accepted == jobs and ARGV[4] ~= '' then redis.call('PUBLISH', ARGV[4], ARGV[5]) end
 return out
 """
 
@@ -162,20 +166,22 @@ def _record_fields(payload: dict[str, Any], now: str, now_ts: float) -> str:
     })
 
 
-def accept_many(payloads: list[dict[str, Any]], messages: list[list[tuple[str, str, str]]], *,
-                replay: bool = False) -> list[tuple[str, str]]:
+def accept_many(payloads: list[dict[str, Any]], messages: list[list[Command]], *,
+                events: Command | None = None, replay: bool = False) -> list[tuple[str, str]]:
     """Record and enqueue each job unless it exists or the queues are full: one round trip.
 
     ``messages[i]`` holds job i's captured Redis commands (``mobius_preview.channel``):
-    one LPUSH. Returns one ``("claimed", depth)``, ``("exists", state)`` or
-    ``("full", depth)`` per job. ``replay`` lets a dead job be accepted again.
+    one LPUSH. ``events`` (a captured PUBLISH of the task-sent events) is sent when
+    every job was accepted. Returns one ``("claimed", depth)``, ``("exists", state)``
+    or ``("full", depth)`` per job. ``replay`` lets a dead job be accepted again.
     """
     if not payloads:
         return []
     cfg = settings()
     now, now_ts = now_iso(), time.time()
     keys = queue_keys(cfg)
-    args: list[Any] = [cfg.queue_max, "1" if replay else "0", cfg.record_ttl]
+    topic, body = (events[1], events[2]) if events else ("", "")
+    args: list[Any] = [cfg.queue_max, "1" if replay else "0", cfg.record_ttl, topic, body]
     for payload, commands in zip(payloads, messages, strict=True):
         if len(commands) != 1 or commands[0][0] != "lpush":
             raise RuntimeError(f"expected one LPUSH per message, got {[c[0] for c in commands]}")
@@ -184,6 +190,11 @@ def accept_many(payloads: list[dict[str, Any]], messages: list[list[tuple[str, s
         args.extend((_record_fields(payload, now, now_ts), body))
     out = script(_ACCEPT)(keys=keys, args=args)
     return [tuple(item.split(":", 1)) for item in out]
+
+
+def publish(command: Command) -> None:
+    """Send one captured PUBLISH (task events) through our client."""
+    client().publish(command[1], command[2])
 
 
 def start(job_id: str, **fields: Any) -> dict[str, Any]:

@@ -71,8 +71,8 @@ class PreviewTask(Task):
         captures the final LPUSH (``mobius_preview.channel``) for the client's accept
         script to run. Messages go straight onto the queue's list (anonymous exchange,
         routing key = queue name), with no per-message declare: workers declare their
-        queues when they start. The task-sent event is held back for ``announce``: only
-        accepted jobs were sent.
+        queues when they start. The task-sent event is returned, not sent: only
+        accepted jobs count as sent (``sent_events``).
         """
         amqp = self.app.amqp
         with_events = bool(self.app.conf.task_send_sent_event)
@@ -93,27 +93,26 @@ class PreviewTask(Task):
                 out.append((sink[first:], event))
         return out
 
-    def announce(self, sent_events: list[dict[str, Any]]) -> None:
-        """Send the task-sent events of accepted jobs, all in one "task-multi" message.
+    def sent_events(self, events: list[dict[str, Any]]) -> Command | None:
+        """These task-sent events as one captured "task-multi" PUBLISH (None for none).
 
-        That is how Celery's own worker sends task events; Flower and celery-exporter
-        read both forms. Events are best effort (Redis pub/sub keeps nothing for a
-        listener that is away), and the jobs are accepted already: a failure here is
-        logged, not raised.
+        One message for many events is how Celery's own worker sends task events;
+        Flower and celery-exporter read both forms. Built before acceptance so the
+        accept script can send it in the same round trip.
         """
-        if not sent_events:
-            return
-        try:
-            with self.app.producer_or_acquire() as producer:
-                dispatcher = self.app.events.Dispatcher(
-                    channel=producer.channel, buffer_group=["task"], buffer_limit=len(sent_events) + 1,
-                    buffer_while_offline=False,
-                )
-                for fields in sent_events:
+        if not events:
+            return None
+        with self.app.producer_or_acquire() as producer, producer.channel.capture() as sink:
+            dispatcher = self.app.events.Dispatcher(
+                channel=producer.channel, buffer_group=["task"], buffer_limit=len(events) + 1,
+                buffer_while_offline=False,
+            )
+            with dispatcher.producer.batch():
+                for fields in events:
                     dispatcher.send("task-sent", **fields)
                 dispatcher.flush()
-        except Exception as exc:
-            log.warning("could not send the task-sent events of %d jobs: %s", len(sent_events), exc)
+        (command,) = sink
+        return command
 
     def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
         payload = args[0] if args else None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import subprocess
 import sys
 import threading
@@ -174,3 +176,60 @@ def test_submitted_in_bulk_jobs_all_run_once(worker, make_job):
     finals = [client.wait(j["jobId"], timeout=60) for j in jobs]
     assert {f["state"] for f in finals} == {"succeeded"}
     assert all(f["completions"] == 1 for f in finals)
+
+
+@pytest.fixture
+def sent_events():
+    """task-sent events as Flower would see them: a real event receiver on this Redis."""
+    seen: list[dict] = []
+    app = mobius_preview.app
+    with app.connection_for_read() as conn:
+        receiver = app.events.Receiver(conn, handlers={"task-sent": seen.append})
+        thread = threading.Thread(target=lambda: receiver.capture(limit=None, timeout=None, wakeup=False),
+                                  daemon=True)
+        thread.start()
+        time.sleep(0.5)  # subscribed before anything is sent
+        yield seen
+        receiver.should_stop = True
+        thread.join(timeout=5)
+
+
+def test_task_sent_events_name_only_the_jobs_accepted(make_job, settings_env, sent_events):
+    settings_env(PREVIEW_QUEUE_MAX="4")
+    single = make_job("catan-intro.json", priority="high")
+    mobius_preview.submit(single)
+    mobius_preview.submit(single)  # a duplicate: no second event
+    fresh = [make_job() for _ in range(2)]
+    mobius_preview.submit_many(fresh)  # all accepted: sent by the accept script itself
+    mixed = [make_job(), single, make_job(), make_job()]  # one exists; the last finds the queue full
+    results = mobius_preview.submit_many(mixed)
+    assert [r.created for r in results[:2]] == [True, False]
+    assert all(isinstance(r, QueueFull) for r in results[2:])
+    accepted = [single["jobId"], *(j["jobId"] for j in fresh),
+                *(j["jobId"] for j, r in zip(mixed, results) if getattr(r, "created", False))]
+    deadline = time.monotonic() + 10
+    while len(sent_events) < len(accepted) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)  # nothing more arrives
+    assert [e["uuid"] for e in sent_events] == accepted
+    first = sent_events[0]
+    assert first["name"] == "mobius_preview.render_preview" and first["queue"].endswith(".high")
+    # The event shows who the job is, not its whole payload (Flower shows this too).
+    assert single["jobId"] in first["args"] and "steps" in first["args"]
+    assert single["previewRequest"]["steps"][0]["text"] not in first["args"]
+
+
+def test_the_message_is_celerys_own_with_a_short_argsrepr(make_job):
+    job = make_job()
+    mobius_preview.submit(job)
+    raw = records.client().lindex(records.queue_keys()[1], 0)
+    message = json.loads(raw)
+    headers = message["headers"]
+    assert headers["id"] == job["jobId"] and headers["task"] == "mobius_preview.render_preview"
+    assert headers["argsrepr"].startswith(f"({{'jobId': {job['jobId']!r}")
+    assert message["content-type"] == "application/json"
+    body = json.loads(base64.b64decode(message["body"]))
+    assert body[0] == [job]  # the payload travels whole, as JSON
+    # Nothing is left capturing: a plain Celery publish on the pool's channel goes out.
+    with mobius_preview.app.producer_or_acquire() as producer:
+        assert producer.channel._capture_sink is None
