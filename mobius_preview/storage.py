@@ -82,7 +82,7 @@ def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     """Write a small JSON file whole or not at all (temp file, then one rename).
 
     The temp name is unique per process and thread, so no mkstemp name search; the
-    folder is made only when missing. Both matter when every dry run writes one.
+    folder is made only when missing.
     """
     tmp = path.parent / f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp"
     text = json.dumps(data, indent=2, sort_keys=True).encode("utf-8")
@@ -107,10 +107,26 @@ def index_path(project_id: str, job_id: str) -> Path:
 
 
 def index_job(project_id: str, job_id: str, key: str, *, cache_hit: bool) -> None:
-    _write_json_atomic(
-        index_path(project_id, job_id),
-        {"projectId": project_id, "jobId": job_id, "key": key, "cacheHit": cache_hit},
-    )
+    """Note which key a job ended with.
+
+    A job's entry is written once, nearly always: so it is created in place with one
+    small write (every dry run writes one; a temp file and a rename cost a third
+    more). A second run of the same job (a redelivery) replaces it atomically.
+    """
+    path = index_path(project_id, job_id)
+    entry = {"projectId": project_id, "jobId": job_id, "key": key, "cacheHit": cache_hit}
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+    try:
+        try:
+            fd = os.open(path, flags, 0o644)
+        except FileNotFoundError:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, flags, 0o644)
+    except FileExistsError:
+        _write_json_atomic(path, entry)
+        return
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(json.dumps(entry, indent=2, sort_keys=True).encode("utf-8"))
 
 
 def find_job(project_id: str, job_id: str) -> Path | None:

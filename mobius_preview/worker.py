@@ -11,7 +11,7 @@ import redis
 from celery import signals
 from celery.worker.consumer import Consumer as CeleryConsumer
 
-from . import logs, metrics, records, storage
+from . import logs, metrics, records, schema, storage
 from .config import settings
 
 log = logging.getLogger("mobius_preview.worker")
@@ -29,6 +29,7 @@ def _check_broker(**_: object) -> None:
         records.client().ping()
     except redis.RedisError as exc:
         sys.exit(f"mobius-preview: REDIS_URL: cannot reach {cfg.redis_url_masked}: {exc}")
+    schema.warm()
     if cfg.metrics_port is not None:
         metrics.serve(cfg.metrics_port)
         log.info("metrics on port %s (multiprocess folder %s)", cfg.metrics_port,

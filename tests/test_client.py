@@ -206,7 +206,7 @@ def test_task_sent_events_name_only_the_jobs_accepted(make_job, settings_env, se
     assert [r.created for r in results[:2]] == [True, False]
     assert all(isinstance(r, QueueFull) for r in results[2:])
     accepted = [single["jobId"], *(j["jobId"] for j in fresh),
-                *(j["jobId"] for j, r in zip(mixed, results) if getattr(r, "created", False))]
+                *(j["jobId"] for j, r in zip(mixed, results, strict=True) if getattr(r, "created", False))]
     deadline = time.monotonic() + 10
     while len(sent_events) < len(accepted) and time.monotonic() < deadline:
         time.sleep(0.05)
