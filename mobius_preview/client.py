@@ -185,7 +185,8 @@ def status(job_id: str) -> dict[str, Any]:
         "projectId": record.get("projectId"),
         "requestId": record.get("requestId"),
         "priority": record.get("priority", "normal"),
-        "state": state,
+        # "submitting": a claim left by a client of an earlier version (claim, then publish).
+        "state": "queued" if state == "submitting" else state,
         "attempts": int(record.get("attempts") or 0),
         "renders": int(record.get("renders") or 0),
         "completions": int(record.get("completions") or 0),
