@@ -70,7 +70,10 @@ return out
 
 # A worker starting a job: nothing to do for a finished one (its message came back
 # before the ack landed); otherwise count the delivery and mark it running, in one
-# round trip. ARGV: fields, record TTL, now. Returns the state before, the delivery
+# round trip. When the outcome is known before the job starts (its preview is
+# stored: a cache hit), the same call also marks it succeeded, unless it was
+# delivered too often. ARGV: fields, record TTL, now, delivery limit and succeeded
+# fields (both empty for a plain start). Returns the state before, the delivery
 # count and the fields the task reads.
 _START = _HSET_JSON + """
 local state = redis.call('HGET', KEYS[1], 'state')
@@ -81,11 +84,15 @@ local deliveries = redis.call('HINCRBY', KEYS[1], 'deliveries', 1)
 local before = redis.call('HMGET', KEYS[1], 'submittedTs', 'retryDelays', 'firstStartedAt')
 hset_json(KEYS[1], ARGV[1])
 if not before[3] then redis.call('HSET', KEYS[1], 'firstStartedAt', ARGV[3]) end
+if ARGV[5] ~= '' and deliveries <= tonumber(ARGV[4]) then
+  redis.call('HINCRBY', KEYS[1], 'completions', 1)
+  hset_json(KEYS[1], ARGV[5])
+end
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
 return {state or '', tostring(deliveries), '', before[1] or '', before[2] or '', before[3] or ''}
 """
 
-# ARGV: rendered flag, record TTL, fields.
+# ARGV: rendered flag, record TTL, succeeded fields.
 _FINISH = _HSET_JSON + """
 redis.call('HINCRBY', KEYS[1], 'completions', 1)
 if ARGV[1] == '1' then redis.call('HINCRBY', KEYS[1], 'renders', 1) end
@@ -197,18 +204,27 @@ def publish(command: Command) -> None:
     client().publish(command[1], command[2])
 
 
-def start(job_id: str, **fields: Any) -> dict[str, Any]:
+def start(job_id: str, *, finished: dict[str, Any] | None = None, max_deliveries: int = 0,
+          **fields: Any) -> dict[str, Any]:
     """Count a delivery and mark the job running unless it already finished.
 
-    Returns ``state`` (before this call), ``deliveries``, and the record's
+    With ``finished`` (an outcome known before the job starts), mark it succeeded
+    in the same round trip, as long as it was delivered at most ``max_deliveries``
+    times. Returns ``state`` (before this call), ``deliveries``, and the record's
     ``outcome``, ``submittedTs``, ``retryDelays`` and ``firstStartedAt``.
     """
     now = now_iso()
-    state, deliveries, outcome, submitted, delays, first = script(_START)(
-        keys=[job_key(job_id)], args=[_text({**fields, "updatedAt": now}), settings().record_ttl, now],
-    )
+    args = [_text({**fields, "updatedAt": now}), settings().record_ttl, now, max_deliveries,
+            _text(_succeeded(finished)) if finished is not None else ""]
+    state, deliveries, outcome, submitted, delays, first = script(_START)(keys=[job_key(job_id)], args=args)
     return {"state": state, "deliveries": int(deliveries), "outcome": outcome,
             "submittedTs": submitted, "retryDelays": delays, "firstStartedAt": first or now}
+
+
+def _succeeded(outcome: dict[str, Any]) -> dict[str, Any]:
+    now = now_iso()
+    return {"state": "succeeded", "finishedAt": now, "finishedTs": repr(time.time()),
+            "updatedAt": now, "error": "", "outcome": outcome}
 
 
 def get(job_id: str) -> dict[str, str] | None:
@@ -234,11 +250,8 @@ def finish(job_id: str, outcome: dict[str, Any], *, rendered: bool) -> None:
     ``completions`` counts how often the job ran to success (1 unless it ran twice),
     ``renders`` how many of those encoded a video (0 for dry runs and cache hits).
     """
-    now = now_iso()
-    fields = {"state": "succeeded", "finishedAt": now, "finishedTs": repr(time.time()),
-              "updatedAt": now, "error": "", "outcome": outcome}
     script(_FINISH)(keys=[job_key(job_id)],
-                    args=["1" if rendered else "0", settings().record_ttl, _text(fields)])
+                    args=["1" if rendered else "0", settings().record_ttl, _text(_succeeded(outcome))])
 
 
 def bury(job_id: str, letter: dict[str, Any], **fields: Any) -> None:

@@ -170,8 +170,23 @@ def _stored(folder: str) -> tuple[float, dict[str, str]]:
     return render.planned_duration(Path(folder)), storage.artifacts(Path(folder))
 
 
-def execute(payload: dict[str, Any]) -> dict[str, Any]:
-    """Validate, reuse a stored result or render one, and index it for the job."""
+def stored_outcome(payload: Any) -> dict[str, Any] | None:
+    """The outcome of a job whose preview is stored already (a cache hit), got without
+    starting the job, so that it can be started and finished in one round trip.
+
+    None when it needs a render, or anything is amiss: the full path reports that.
+    """
+    try:
+        return execute(payload, render_missing=False)
+    except Exception:
+        return None
+
+
+def execute(payload: Any, *, render_missing: bool = True) -> Any:
+    """Validate, reuse a stored result or render one, and index it for the job.
+
+    With ``render_missing`` False, return None instead of rendering.
+    """
     cfg = settings()
     started = time.perf_counter()
     job = validate_payload(payload)
@@ -179,6 +194,8 @@ def execute(payload: dict[str, Any]) -> dict[str, Any]:
     folder = storage.lookup(identified.key)
     cache_hit = folder is not None
     timings: dict[str, float] = {}
+    if folder is None and not render_missing:
+        return None
     if folder is None:
         prepared = render.prepare(identified, cfg.max_video_seconds, storage.asset_facts_dir())
         workdir = storage.new_workdir(identified.key)
@@ -217,8 +234,10 @@ def render_preview(self: PreviewTask, payload: Any = None, *extra: Any, **unexpe
                        f"and keywords {sorted(unexpected)}")
         else:
             problem = None
-        now = records.now_iso()
-        record = records.start(job_id, **ident, state="running", attempts=attempt, startedAt=now,
+        known = None if problem else stored_outcome(payload)
+        deliveries_limit = 2 * cfg.max_tries + 1
+        record = records.start(job_id, finished=known, max_deliveries=deliveries_limit, **ident,
+                               state="running", attempts=attempt, startedAt=records.now_iso(),
                                startedTs=time.time())
         if record["state"] == "succeeded" and record["outcome"]:
             # Redelivered after the job finished but before its message was acked.
@@ -229,28 +248,28 @@ def render_preview(self: PreviewTask, payload: Any = None, *extra: Any, **unexpe
             return {"jobId": job_id, "skipped": record["state"]}
         if problem:
             raise PermanentError(problem)
-        if record["deliveries"] > 2 * cfg.max_tries + 1:
+        if record["deliveries"] > deliveries_limit:
             raise PermanentError(f"the job was delivered {record['deliveries']} times: it kills its worker")
         metrics.job_started(ident["priority"], record["submittedTs"] or None)
-        log.info("job started")
-        with metrics.in_progress():
-            try:
-                outcome = execute(payload)
-            except PermanentError:
-                raise
-            except (Exception, SoftTimeLimitExceeded) as exc:
-                if attempt >= cfg.max_tries:
+        if known is not None:
+            outcome = known  # a stored preview: records.start marked the job succeeded too
+        else:
+            log.info("job started")
+            with metrics.in_progress():
+                try:
+                    outcome = execute(payload)
+                except PermanentError:
                     raise
-                delay = retry_delay(self.request.retries)
-                delays = [*json.loads(record["retryDelays"] or "[]"), round(delay, 3)]
-                records.update(
-                    job_id, state="retrying", error=describe(exc),
-                    retryDelays=delays,
-                )
-                metrics.job_finished("retried", ident["priority"])
-                log.warning("job failed (%s); retry in %.1f s", describe(exc), delay)
-                raise self.retry(exc=exc, countdown=delay, max_retries=cfg.max_tries - 1) from exc
-        records.finish(job_id, outcome, rendered=not (outcome["cacheHit"] or outcome["dryRun"]))
+                except (Exception, SoftTimeLimitExceeded) as exc:
+                    if attempt >= cfg.max_tries:
+                        raise
+                    delay = retry_delay(self.request.retries)
+                    delays = [*json.loads(record["retryDelays"] or "[]"), round(delay, 3)]
+                    records.update(job_id, state="retrying", error=describe(exc), retryDelays=delays)
+                    metrics.job_finished("retried", ident["priority"])
+                    log.warning("job failed (%s); retry in %.1f s", describe(exc), delay)
+                    raise self.retry(exc=exc, countdown=delay, max_retries=cfg.max_tries - 1) from exc
+            records.finish(job_id, outcome, rendered=not (outcome["cacheHit"] or outcome["dryRun"]))
         kind = "dry_run" if outcome["dryRun"] else "cache_hit" if outcome["cacheHit"] else "succeeded"
         metrics.job_finished(kind, ident["priority"], seconds=outcome["seconds"])
         log.info("job %s in %.2f s: %s", kind.replace("_", " "), outcome["seconds"], outcome["folder"])

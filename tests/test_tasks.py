@@ -157,3 +157,34 @@ def test_the_returned_result_reads_like_a_celery_result(worker, tiny_job, make_j
     except JobFailed as exc:
         assert exc.state == "dead" and "file not found" in exc.error
     assert failing.state == "FAILURE" and failing.failed()
+
+
+def test_a_cache_hit_starts_and_finishes_in_one_step_and_only_once(worker, tiny_job):
+    first = tiny_job()
+    mobius_preview.submit(first)
+    assert client.wait(first["jobId"], timeout=60)["renders"] == 1
+    again = {**first, "jobId": first["jobId"] + "-again"}  # same content: its preview is stored
+    mobius_preview.submit(again)
+    st = client.wait(again["jobId"], timeout=30)
+    assert st["state"] == "succeeded" and st["cacheHit"] is True and st["renders"] == 0
+    assert st["completions"] == 1 and st["attempts"] == 1 and st["startedAt"] and st["finishedAt"]
+    record = records.get(again["jobId"])
+    assert record["deliveries"] == "1" and record["firstStartedAt"] == st["startedAt"]
+    # Its message delivered again (the ack was lost): nothing is counted twice.
+    mobius_preview.app.send_task("mobius_preview.render_preview", args=[again], task_id=again["jobId"],
+                                 queue="preview.high")
+    wait_for(lambda: records.queue_depths()["high"] == 0, timeout=10)
+    time.sleep(0.5)
+    assert client.status(again["jobId"])["completions"] == 1
+
+
+def test_a_cache_hit_delivered_too_often_is_dead_not_succeeded(worker, tiny_job):
+    first = tiny_job()
+    mobius_preview.submit(first)
+    assert client.wait(first["jobId"], timeout=60)["state"] == "succeeded"
+    poisoned = {**first, "jobId": first["jobId"] + "-poison"}
+    records.client().hset(records.job_key(poisoned["jobId"]), "deliveries", 99)  # as if it killed workers
+    mobius_preview.app.send_task("mobius_preview.render_preview", args=[poisoned],
+                                 task_id=poisoned["jobId"], queue="preview.high")
+    st = client.wait(poisoned["jobId"], timeout=30)
+    assert st["state"] == "dead" and "delivered 100 times" in st["error"] and st["completions"] == 0
