@@ -26,13 +26,16 @@ STATES = ("queued", "running", "retrying", "succeeded", "failed", "dead")
 # Fields travel as one JSON object of strings per record (a Lua table here): far
 # fewer arguments for redis-py to encode than field, value, field, value...
 _HSET_JSON = """
-local function hset_json(key, text)
+local function hset_table(key, fields)
   local flat = {}
-  for name, value in pairs(cjson.decode(text)) do
+  for name, value in pairs(fields) do
     flat[#flat + 1] = name
     flat[#flat + 1] = value
   end
   redis.call('HSET', key, unpack(flat))
+end
+local function hset_json(key, text)
+  hset_table(key, cjson.decode(text))
 end
 """
 
@@ -82,12 +85,13 @@ if state == 'succeeded' or state == 'dead' or state == 'failed' then
 end
 local deliveries = redis.call('HINCRBY', KEYS[1], 'deliveries', 1)
 local before = redis.call('HMGET', KEYS[1], 'submittedTs', 'retryDelays', 'firstStartedAt')
-hset_json(KEYS[1], ARGV[1])
-if not before[3] then redis.call('HSET', KEYS[1], 'firstStartedAt', ARGV[3]) end
+local fields = cjson.decode(ARGV[1])
+if not before[3] then fields['firstStartedAt'] = ARGV[3] end
 if ARGV[5] ~= '' and deliveries <= tonumber(ARGV[4]) then
   redis.call('HINCRBY', KEYS[1], 'completions', 1)
-  hset_json(KEYS[1], ARGV[5])
+  for name, value in pairs(cjson.decode(ARGV[5])) do fields[name] = value end
 end
+hset_table(KEYS[1], fields)
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
 return {state or '', tostring(deliveries), '', before[1] or '', before[2] or '', before[3] or ''}
 """
