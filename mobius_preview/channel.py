@@ -23,7 +23,7 @@ class CapturedBatch:
     ``Producer.batch()`` asks the channel for a batch; kombu routes and serializes each
     message as usual and ends in ``_put``/``_put_fanout``, which add the final command
     ("lpush" onto a queue list, "publish" for an event) to the batch. Keeping those
-    lets the client run them inside its claim script: the job record and its message
+    lets the client run them inside its accept script: the job record and its message
     are written in one atomic step, or not at all.
     """
 
@@ -45,7 +45,7 @@ class CapturedBatch:
         if self._collecting is None:
             raise RuntimeError("Redis publish command added outside publication")
         if name not in ("lpush", "publish") or len(args) != 2:
-            # e.g. "pexpire" for a queue with x-expires: not something the claim script runs.
+            # e.g. "pexpire" for a queue with x-expires: not something the accept script runs.
             raise RuntimeError(f"cannot capture Redis command {name!r}")
         target, body = args
         body = body.decode("utf-8") if isinstance(body, bytes) else body

@@ -2,10 +2,11 @@
 
 Celery's own states (PENDING, STARTED, ...) cannot say "dead-lettered" or "a retry is
 scheduled", and the same task id submitted twice is two runs (celery#4070). So each
-job has a small Redis hash: the claim that makes submission idempotent, its state,
-attempts, times, error and artifacts. State changes that must agree with another key
-(claiming against the queue length, dead-lettering) are single Lua scripts or MULTI
-transactions, so no crash can leave them half-done.
+job has a small Redis hash, written when the job is accepted (which makes submission
+idempotent): its state, attempts, times, error and artifacts. State changes that
+must agree with another key (accepting against the queue length together with the
+message, dead-lettering) are single Lua scripts or MULTI transactions, so no crash
+can leave them half-done.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """The render task: validation again, dry runs, retries with backoff, dead letters.
 
 ``render_preview.delay(payload)`` goes through ``PreviewTask.apply_async``, which hands
-the payload to ``client.submit``: validated, named after ``jobId``, claimed and routed
-by priority in the caller's process, then published by ``publish_many``. Only
+the payload to ``client.submit``: validated, named after ``jobId``, routed by priority
+and accepted in the caller's process, its message built by ``messages_for`` and
+pushed by the accept script (``records.accept_many``). Only
 Celery's own retry path publishes through ``Task.apply_async`` directly.
 """
 
@@ -56,7 +57,7 @@ class PreviewTask(Task):
 
     def apply_async(self, args=None, kwargs=None, task_id=None, **options):  # type: ignore[override]
         # Task.retry() republishes the message it is handling with ``retries`` set:
-        # that path must go straight to the broker (same id, same queue, no new claim).
+        # that path must go straight to the broker (same id, same queue, no new acceptance).
         if "retries" in options:
             return super().apply_async(args, kwargs, task_id=task_id, **options)
         from .client import submit
