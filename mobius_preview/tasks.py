@@ -9,6 +9,7 @@ Celery's own retry path publishes through ``Task.apply_async`` directly.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
@@ -16,7 +17,7 @@ import time
 import traceback
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
@@ -171,32 +172,33 @@ def _stored(folder: str) -> tuple[float, dict[str, str]]:
     return render.planned_duration(Path(folder)), storage.artifacts(Path(folder))
 
 
-def stored_outcome(payload: Any) -> dict[str, Any] | None:
-    """The outcome of a job whose preview is stored already (a cache hit), got without
-    starting the job, so that it can be started and finished in one round trip.
+class Located(NamedTuple):
+    """What every attempt starts with: the valid job, its hashed assets and content key,
+    and the stored preview for that key if there is one."""
 
-    None when it needs a render, or anything is amiss: the full path reports that.
-    """
-    try:
-        return execute(payload, render_missing=False)
-    except Exception:
-        return None
+    identified: render.Identified
+    folder: Path | None
+    started: float
 
 
-def execute(payload: Any, *, render_missing: bool = True) -> Any:
-    """Validate, reuse a stored result or render one, and index it for the job.
-
-    With ``render_missing`` False, return None instead of rendering.
-    """
-    cfg = settings()
+def locate(payload: Any) -> Located:
     started = time.perf_counter()
     job = validate_payload(payload)
-    identified = render.identify(job, cfg.assets_dir)
-    folder = storage.lookup(identified.key)
+    identified = render.identify(job, settings().assets_dir)
+    return Located(identified, storage.lookup(identified.key), started)
+
+
+def execute(payload: Any, located: Located | None = None) -> dict[str, Any]:
+    """Reuse the stored preview or render one, and index it for the job.
+
+    ``located`` is ``locate(payload)`` when this attempt has done it already.
+    """
+    cfg = settings()
+    located = located or locate(payload)
+    identified, folder, started = located
+    job = identified.job
     cache_hit = folder is not None
     timings: dict[str, float] = {}
-    if folder is None and not render_missing:
-        return None
     if folder is None:
         prepared = render.prepare(identified, cfg.max_video_seconds, storage.asset_facts_dir())
         workdir = storage.new_workdir(identified.key)
@@ -230,12 +232,18 @@ def render_preview(self: PreviewTask, payload: Any = None, *extra: Any, **unexpe
     ident = logs.job_fields(payload, job_id)
     ident.pop("attempt")
     with logs.job_context(**ident, attempt=attempt):
+        problem = None
         if extra or unexpected:  # a message built by hand, not by the client
             problem = (f"render_preview takes one payload, got {1 + len(extra)} arguments "
                        f"and keywords {sorted(unexpected)}")
-        else:
-            problem = None
-        known = None if problem else stored_outcome(payload)
+        located = known = None
+        if not problem:
+            with contextlib.suppress(Exception):  # met again below, where failures are handled
+                located = locate(payload)
+                if located.folder is not None:
+                    # A stored preview: the outcome is known before the job starts, so
+                    # records.start can mark it succeeded in the same round trip.
+                    known = execute(payload, located)
         deliveries_limit = 2 * cfg.max_tries + 1
         record = records.start(job_id, finished=known, max_deliveries=deliveries_limit, **ident,
                                state="running", attempts=attempt, startedAt=records.now_iso(),
@@ -258,7 +266,7 @@ def render_preview(self: PreviewTask, payload: Any = None, *extra: Any, **unexpe
             log.info("job started")
             with metrics.in_progress():
                 try:
-                    outcome = execute(payload)
+                    outcome = execute(payload, located)
                 except PermanentError:
                     raise
                 except (Exception, SoftTimeLimitExceeded) as exc:
