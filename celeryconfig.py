@@ -43,6 +43,9 @@ _transport = {
     # has passed, and puts them back on their queue (kombu >= 5.7).
     "unacked_restore_interval": _s.restore_interval,
     "unacked_restore_throttle": 1,
+    # A restore pass holds a Redis lock for milliseconds; a worker killed while holding
+    # it would block every restore until the lock expires (kombu's default: 300 s).
+    "unacked_mutex_expire": 30,
 }
 broker_transport_options = _transport
 broker_connection_retry_on_startup = True

@@ -89,3 +89,17 @@ def test_cli_reports_a_bad_setting_in_one_line():
     assert proc.stderr.strip() == (
         "mobius-preview: configuration error: PREVIEW_QUEUE_MAX: must be an integer, got 'many'"
     )
+
+
+def test_transport_options_reach_kombus_channel():
+    """kombu silently ignores an option it does not know: check the channel has ours."""
+    from mobius_preview import app
+    from mobius_preview.config import settings
+
+    with app.connection_for_read() as conn:
+        channel = conn.default_channel
+        assert channel.visibility_timeout == settings().visibility_timeout
+        assert channel.unacked_restore_throttle == 1
+        # A worker killed mid-restore holds kombu's restore lock; it expires in 30 s, not 300.
+        assert channel.qos.unacked_mutex_expire == 30
+        assert type(channel).__module__ == "mobius_preview.channel"
