@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -22,7 +23,7 @@ from . import access, client, dlq, health, metrics
 from .config import settings
 from .errors import BrokerUnavailable, InvalidPayload, JobNotFound, QueueFull
 from .render import manifest as manifest_file
-from .schema import parse_json
+from .schema import parse_json, schema
 
 RETRY_AFTER_SECONDS = 30
 CONTENT_TYPES = {".mp4": "video/mp4", ".webm": "video/webm", ".png": "image/png",
@@ -207,8 +208,6 @@ def create_app() -> FastAPI:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            from fastapi.openapi.utils import get_openapi
-
             doc = get_openapi(title=app.title, version=app.version, description=app.description,
                               routes=app.routes)
             doc.setdefault("components", {}).setdefault("schemas", {}).update(_job_schemas())
@@ -221,8 +220,6 @@ def create_app() -> FastAPI:
 
 def _job_schemas() -> dict[str, Any]:
     """schemas/preview-job.schema.json as OpenAPI components (its $defs become siblings)."""
-    from .schema import schema
-
     text = json.dumps(schema()).replace('"#/$defs/', '"#/components/schemas/')
     job = json.loads(text)
     defs = job.pop("$defs", {})
@@ -278,6 +275,6 @@ if (v) v.addEventListener("loadedmetadata", () => {{ document.body.dataset.durat
 
 
 def serve(host: str, port: int) -> None:
-    import uvicorn
+    import uvicorn  # the server, needed only by `mobius-preview api`, not by create_app()
 
     uvicorn.run(create_app(), host=host, port=port, log_config=None, proxy_headers=False)

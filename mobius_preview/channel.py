@@ -1,18 +1,21 @@
 """kombu's Redis channel with two additions: it survives garbage on a queue list, and
 it can hand back a message's final Redis commands instead of sending them.
 
-Installed as ``kombu.transport.redis.Transport.Channel`` when ``mobius_preview.app``
-is imported, so both the host's processes and the workers use it.
+Installed as ``kombu.transport.redis.Transport.Channel`` by ``mobius_preview.app``, so
+both the host's processes and the workers use it. It knows nothing of the rest of the
+project: the worker tells it what to do with garbage (``on_malformed``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
 
+# What to do with an undecodable queue entry: (raw entry, error). Set by the worker.
+MalformedHandler = Callable[[str, Exception], None]
 # A captured command: ("lpush", prefixed list key, body) or ("publish", prefixed topic, body).
 Command = tuple[str, str, str]
 
@@ -65,6 +68,7 @@ class Channel(kombu_redis.Channel):
     """kombu's Redis channel, plus ``capture()`` and a guard around queue reads."""
 
     _capture_sink: list[Command] | None = None
+    _malformed: MalformedHandler | None = None
 
     @contextmanager
     def capture(self) -> Iterator[list[Command]]:
@@ -85,15 +89,23 @@ class Channel(kombu_redis.Channel):
     def _brpop_read(self, **options: Any) -> Any:
         # kombu decodes each popped entry as JSON; garbage pushed onto the list by
         # another program raises out of the event loop and stops the whole worker
-        # ("Unrecoverable error"). Here it is kept as a dead letter and the worker goes on.
+        # ("Unrecoverable error"). With a handler (the worker's: keep it as a dead letter)
+        # the entry is handed over and the worker goes on.
         try:
             return super()._brpop_read(**options)
         except ValueError as exc:  # json.JSONDecodeError carries the raw entry in .doc
-            from .worker import keep_rejected
-
-            keep_rejected("malformed", getattr(exc, "doc", "") or "", exc)
+            handler = Channel._malformed
+            if handler is None:
+                raise
+            handler(getattr(exc, "doc", "") or "", exc)
             return False
 
 
 def install() -> None:
+    """Make kombu's Redis transport use this channel (every connection made afterwards)."""
     kombu_redis.Transport.Channel = Channel
+
+
+def on_malformed(handler: MalformedHandler) -> None:
+    """Hand queue entries that are not JSON to ``handler`` instead of stopping the consumer."""
+    Channel._malformed = staticmethod(handler)

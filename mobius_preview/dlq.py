@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 from . import records
-from .client import submit
+from .accept import submit
 from .errors import JobNotFound
 
 

@@ -44,10 +44,12 @@ class TransientError(MobiusError):
 class InvalidPayload(PermanentError, ValueError):
     """The payload breaks the schema or its cross-references; lists every issue."""
 
-    def __init__(self, issues: list[PayloadIssue]):
+    def __init__(self, issues: list[PayloadIssue], source: str | None = None):
         self.issues = list(issues)
+        self.source = source
         lines = "\n".join(f"  {issue}" for issue in self.issues)
-        super().__init__(f"invalid preview job ({len(self.issues)} errors):\n{lines}")
+        where = f"{source}: " if source else ""
+        super().__init__(f"{where}invalid preview job ({len(self.issues)} errors):\n{lines}")
 
 
 class AssetError(PermanentError):

@@ -16,7 +16,6 @@ from pathlib import Path
 
 from .config import settings
 
-REPO = Path(__file__).resolve().parent.parent
 PACKAGES = [
     "prometheus-exporter-celery==0.11.2",
     "celery>=5.5,<5.7",
@@ -27,7 +26,7 @@ ENTRY = "import sys; from src.cli import cli; sys.exit(cli())"
 
 
 def venv_dir() -> Path:
-    return Path(os.environ.get("EXPORTER_VENV", "").strip() or REPO / ".exporter-venv")
+    return Path(os.environ.get("EXPORTER_VENV", "").strip() or ".exporter-venv").resolve()
 
 
 def python() -> Path:

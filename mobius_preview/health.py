@@ -14,7 +14,9 @@ from typing import Any
 import redis
 
 from . import records
+from .app import app
 from .config import settings
+from .render import ffmpeg
 
 OLDEST_WAIT_DEGRADED = 300.0  # seconds
 MIN_FREE_BYTES = 1 << 30
@@ -35,8 +37,6 @@ def _broker() -> dict[str, Any]:
 
 
 def _workers() -> dict[str, Any]:
-    from .app import app
-
     try:
         replies = app.control.ping(timeout=0.8) or []
     except Exception as exc:
@@ -64,9 +64,8 @@ def check() -> dict[str, Any]:
         report["workers"] = _workers()
         if report["workers"]["count"] == 0:
             worse("down", "no worker answered a ping")
-        depth = records.queue_depths()
-        ages = records.oldest_waiting_age()
-        dead = records.client().hlen(records.dead_key())
+        facts = records.queue_facts()
+        depth, ages, dead = facts["depth"], facts["oldestAgeSeconds"], facts["deadLetters"]
         report["queues"] = {"depth": depth, "oldestAgeSeconds": ages, "limit": cfg.queue_max,
                             "deadLetters": dead}
         waiting = sum(depth.values())
@@ -85,8 +84,6 @@ def check() -> dict[str, Any]:
     if free < MIN_FREE_BYTES:
         worse("degraded", f"only {free // (1 << 20)} MiB free under DATA_DIR")
     try:
-        from .render import ffmpeg
-
         report["ffmpeg"] = ffmpeg.describe_binaries()
     except Exception as exc:
         report["ffmpeg"] = {"error": str(exc)}

@@ -25,6 +25,8 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 
+from . import records
+
 OUTCOMES = ("succeeded", "failed", "retried", "dead", "dry_run", "cache_hit", "invalid")
 # Renders run from a tenth of a second (cache hits, dry runs) to the 10-minute limit.
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, float("inf"))
@@ -93,8 +95,6 @@ class QueueCollector:
     """Waiting jobs, oldest wait and dead letters, read from Redis at each scrape."""
 
     def collect(self):
-        from . import client
-
         depth = GaugeMetricFamily(
             "mobius_preview_queue_depth", "Jobs waiting per priority", labels=["priority"]
         )
@@ -105,16 +105,16 @@ class QueueCollector:
         dead = GaugeMetricFamily("mobius_preview_dead_letters", "Jobs in the dead-letter queue")
         up = GaugeMetricFamily("mobius_preview_broker_up", "1 when Redis answered this scrape")
         try:
-            stats = client.queue_stats()
+            facts = records.queue_facts()
         except Exception:
             up.add_metric([], 0)
             yield up
             return
         up.add_metric([], 1)
-        for priority, n in stats["depth"].items():
+        for priority, n in facts["depth"].items():
             depth.add_metric([priority], n)
-            oldest.add_metric([priority], stats["oldestAgeSeconds"][priority] or 0.0)
-        dead.add_metric([], stats["deadLetters"])
+            oldest.add_metric([priority], facts["oldestAgeSeconds"][priority] or 0.0)
+        dead.add_metric([], facts["deadLetters"])
         yield from (depth, oldest, dead, up)
 
 

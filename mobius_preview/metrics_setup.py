@@ -6,6 +6,8 @@ import os
 import shutil
 from pathlib import Path
 
+from prometheus_client import values
+
 
 def prepare_multiprocess(folder: Path) -> None:
     """Empty ``folder`` and point PROMETHEUS_MULTIPROC_DIR at it (inherited by the pool).
@@ -23,6 +25,4 @@ def prepare_multiprocess(folder: Path) -> None:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
     # prometheus-client may already be imported (the celery command loads Flower's
     # plugin, which imports it) and has then chosen in-memory values: choose again.
-    from prometheus_client import values
-
     values.ValueClass = values.get_value_class()

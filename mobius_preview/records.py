@@ -11,16 +11,22 @@ can leave them half-done.
 
 from __future__ import annotations
 
+import base64
 import json
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
+import kombu.exceptions
 import redis
 
 from .channel import Command
 from .config import Settings, settings
+from .errors import BrokerUnavailable
 
 STATES = ("queued", "running", "retrying", "succeeded", "failed", "dead")
 
@@ -103,6 +109,18 @@ redis.call('HINCRBY', KEYS[1], 'completions', 1)
 if ARGV[1] == '1' then redis.call('HINCRBY', KEYS[1], 'renders', 1) end
 hset_json(KEYS[1], ARGV[3])
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
+return 1
+"""
+
+
+# A retry is scheduled: record the error and append its delay. ARGV: error, delay,
+# now, record TTL.
+_RETRYING = """
+local delays = cjson.decode(redis.call('HGET', KEYS[1], 'retryDelays') or '[]')
+delays[#delays + 1] = tonumber(ARGV[2])
+redis.call('HSET', KEYS[1], 'state', 'retrying', 'error', ARGV[1], 'retryDelays', cjson.encode(delays),
+           'updatedAt', ARGV[3])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
 return 1
 """
 
@@ -259,6 +277,11 @@ def finish(job_id: str, outcome: dict[str, Any], *, rendered: bool) -> None:
                     args=["1" if rendered else "0", settings().record_ttl, _text(_succeeded(outcome))])
 
 
+def retrying(job_id: str, error: str, delay: float) -> None:
+    """Mark a job waiting for its retry in ``delay`` seconds, kept in ``retryDelays``."""
+    script(_RETRYING)(keys=[job_key(job_id)], args=[error, repr(delay), now_iso(), settings().record_ttl])
+
+
 def bury(job_id: str, letter: dict[str, Any], **fields: Any) -> None:
     """Write the dead letter and mark the job dead in one transaction."""
     values = {k: (v if isinstance(v, str) else json.dumps(v)) for k, v in fields.items()}
@@ -277,9 +300,6 @@ def keep_rejected(reason: str, raw: bytes | str, exc: BaseException | None, *,
     The body is kept as text when it is UTF-8, else base64, never deserialized
     (beyond reading a JSON payload out of a JSON body, to make it replayable).
     """
-    import base64
-    import uuid
-
     headers = headers or {}
     if isinstance(raw, str):
         raw = raw.encode("utf-8", "replace")
@@ -316,24 +336,47 @@ def queue_depths() -> dict[str, int]:
     return dict(zip(cfg.priorities, pipe.execute(), strict=True))
 
 
-def oldest_waiting_age(now: float | None = None) -> dict[str, float | None]:
-    """Seconds the oldest waiting job of each priority has waited (None when empty).
+def queue_facts(now: float | None = None) -> dict[str, Any]:
+    """Jobs waiting per priority, how long the oldest of each has waited, and the
+    dead-letter count, read in one round trip (for status, metrics and health).
 
     kombu pushes on the left and pops on the right, so the oldest message is at
-    index -1; its ``submitted_ts`` header is set by the client at publish time.
+    index -1; its ``submitted_ts`` header is set by the client when it is accepted.
     """
     cfg = settings()
-    now = time.time() if now is None else now
+    names = queue_keys(cfg)
     pipe = client().pipeline(transaction=False)
-    for name in queue_keys(cfg):
+    for name in names:
+        pipe.llen(name)
+    for name in names:
         pipe.lindex(name, -1)
-    ages: dict[str, float | None] = {}
-    for priority, raw in zip(cfg.priorities, pipe.execute(), strict=True):
-        ages[priority] = None
-        if raw:
-            try:
-                ts = float(json.loads(raw)["headers"]["submitted_ts"])
-                ages[priority] = max(0.0, now - ts)
-            except (ValueError, KeyError, TypeError):
-                pass
-    return ages
+    pipe.hlen(dead_key(cfg))
+    replies = pipe.execute()
+    now = time.time() if now is None else now
+    n = len(names)
+    return {
+        "depth": dict(zip(cfg.priorities, replies[:n], strict=True)),
+        "oldestAgeSeconds": {p: _age(raw, now) for p, raw in zip(cfg.priorities, replies[n:2 * n],
+                                                                   strict=True)},
+        "deadLetters": replies[-1],
+    }
+
+
+def _age(raw: str | None, now: float) -> float | None:
+    if not raw:
+        return None
+    try:
+        return max(0.0, now - float(json.loads(raw)["headers"]["submitted_ts"]))
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+@contextmanager
+def reaching_redis(consequence: str = "") -> Iterator[None]:
+    """Turn a lost connection to Redis into BrokerUnavailable, naming the (masked) URL
+    and, when given, what it means for the caller ("the job was not accepted")."""
+    try:
+        yield
+    except (redis.ConnectionError, redis.TimeoutError, kombu.exceptions.OperationalError) as exc:
+        tail = f"; {consequence}" if consequence else ""
+        raise BrokerUnavailable(f"cannot reach Redis at {settings().redis_url_masked}: {exc}{tail}") from None

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import fastjsonschema
@@ -17,16 +16,20 @@ from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import ValidationError
 from rfc3339_validator import validate_rfc3339
 
-from .errors import InvalidPayload, PayloadIssue
+from .data import schema_file
+from .errors import ConfigError, InvalidPayload, PayloadIssue
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "preview-job.schema.json"
 MAX_WIDTH, MAX_HEIGHT = 1920, 1080
 
 
 @lru_cache(maxsize=1)
 def schema() -> dict[str, Any]:
-    with SCHEMA_PATH.open(encoding="utf-8") as fh:
-        return json.load(fh)
+    """The job schema shipped in the package; a broken install says which file is at fault."""
+    where = schema_file()
+    try:
+        return json.loads(where.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{where}: cannot load the job schema: {exc}") from exc
 
 
 def _inline(node: Any, defs: dict[str, Any]) -> Any:

@@ -1,15 +1,12 @@
-"""The render task: validation again, dry runs, retries with backoff, dead letters.
+"""The render task: one job from its message to its preview, retried or dead-lettered.
 
-``render_preview.delay(payload)`` goes through ``PreviewTask.apply_async``, which hands
-the payload to ``client.submit``: validated, named after ``jobId``, routed by priority
-and accepted in the caller's process, its message built by ``messages_for`` and
-pushed by the accept script (``records.accept_many``). Only
+``render_preview.delay(payload)`` goes through ``PreviewTask.apply_async`` to
+``accept.submit`` (validated, recorded and queued in the caller's process). Only
 Celery's own retry path publishes through ``Task.apply_async`` directly.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import random
@@ -20,101 +17,68 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from celery import Task
-from celery.exceptions import SoftTimeLimitExceeded
-from celery.utils.time import get_exponential_backoff_interval
+from celery.exceptions import Retry, SoftTimeLimitExceeded
 
 from . import logs, metrics, records, render, storage
+from .accept import TASK_NAME, submit
 from .app import app
-from .channel import Command
 from .config import settings
 from .errors import InvalidPayload, PermanentError
 from .schema import validate_payload
 
-TASK_NAME = "mobius_preview.render_preview"
-# A job's message as captured Redis commands, and its task-sent event (None without events).
-Outgoing = tuple[list[Command], dict[str, Any] | None]
 log = logging.getLogger("mobius_preview.tasks")
 
 
-def retry_delay(retries: int) -> float:
-    """Exponential backoff capped at PREVIEW_RETRY_BACKOFF_MAX, with "equal jitter".
-
-    Half the delay is fixed and half random, so delays never shrink from one try to
-    the next yet two jobs failing together do not retry in lockstep.
-    """
-    cfg = settings()
-    ceiling = get_exponential_backoff_interval(
-        factor=cfg.retry_backoff, retries=retries, maximum=cfg.retry_backoff_max
-    )
-    return ceiling / 2 + random.uniform(0, ceiling / 2)
-
-
 class PreviewTask(Task):
-    """Publishing goes through the client; failures end in the dead-letter queue."""
+    """Publishing goes through ``accept``; retries are recorded; failures end in the
+    dead-letter queue."""
 
     acks_late = True
     reject_on_worker_lost = True
     typing = False
+    # Any failure but a PermanentError is retried with exponential backoff: the delay
+    # doubles from PREVIEW_RETRY_BACKOFF up to PREVIEW_RETRY_BACKOFF_MAX (``retry``
+    # below adds the jitter); the last try's failure goes to ``on_failure``.
+    autoretry_for = (Exception,)
+    dont_autoretry_for = (PermanentError,)
+    retry_backoff = settings().retry_backoff
+    retry_backoff_max = settings().retry_backoff_max
+    retry_jitter = False
+
+    @property
+    def max_retries(self) -> int:  # type: ignore[override]
+        return settings().max_tries - 1
 
     def apply_async(self, args=None, kwargs=None, task_id=None, **options):  # type: ignore[override]
         # Task.retry() republishes the message it is handling with ``retries`` set:
         # that path must go straight to the broker (same id, same queue, no new acceptance).
         if "retries" in options:
             return super().apply_async(args, kwargs, task_id=task_id, **options)
-        from .client import submit
-
         payload = args[0] if args else (kwargs or {}).get("payload")
         return submit(payload)
 
-    def messages_for(self, jobs: list[tuple[dict[str, Any], str, dict[str, Any]]]) -> list[Outgoing]:
-        """Each job's message as the Redis commands that would send it, and its task-sent event.
+    def retry(self, args=None, kwargs=None, exc=None, throw=True, eta=None, countdown=None,
+              max_retries=None, **options):
+        """"Equal jitter" on the backoff Celery computed: half the delay fixed, half
+        random, so delays never shrink from one try to the next yet two jobs failing
+        together do not retry in lockstep (Celery's own jitter can pick 0)."""
+        if countdown is not None:
+            countdown = countdown / 2 + random.uniform(0, countdown / 2)
+        return super().retry(args, kwargs, exc, throw, eta, countdown, max_retries, **options)
 
-        Celery builds the message, kombu routes and serializes it, and the channel
-        captures the final LPUSH (``mobius_preview.channel``) for the client's accept
-        script to run. Messages go straight onto the queue's list (anonymous exchange,
-        routing key = queue name), with no per-message declare: workers declare their
-        queues when they start. The task-sent event is returned, not sent: only
-        accepted jobs count as sent (``sent_events``).
-        """
-        amqp = self.app.amqp
-        with_events = bool(self.app.conf.task_send_sent_event)
-        out: list[Outgoing] = []
-        with self.app.producer_or_acquire() as producer, producer.channel.capture() as sink, producer.batch():
-            for payload, queue, headers in jobs:
-                first = len(sink)
-                message = amqp.create_task_message(
-                    payload["jobId"], self.name, (payload,), {}, create_sent_event=with_events,
-                    argsrepr=_argsrepr(payload), kwargsrepr="{}",
-                )
-                amqp.send_task_message(producer, self.name, message._replace(sent_event=None), queue=queue,
-                                       exchange="", routing_key=queue, headers=headers, declare=[],
-                                       retry=False)
-                event = message.sent_event
-                if event is not None:
-                    event.update(queue=queue, exchange="", routing_key=queue)
-                out.append((sink[first:], event))
-        return out
-
-    def sent_events(self, events: list[dict[str, Any]]) -> Command | None:
-        """These task-sent events as one captured "task-multi" PUBLISH (None for none).
-
-        One message for many events is how Celery's own worker sends task events;
-        Flower and celery-exporter read both forms. Built before acceptance so the
-        accept script can send it in the same round trip.
-        """
-        if not events:
-            return None
-        with self.app.producer_or_acquire() as producer, producer.channel.capture() as sink:
-            dispatcher = self.app.events.Dispatcher(
-                channel=producer.channel, buffer_group=["task"], buffer_limit=len(events) + 1,
-                buffer_while_offline=False,
-            )
-            with dispatcher.producer.batch():
-                for fields in events:
-                    dispatcher.send("task-sent", **fields)
-                dispatcher.flush()
-        (command,) = sink
-        return command
+    def on_retry(self, exc, task_id, args, kwargs, einfo) -> None:
+        reason = einfo.exception  # the Retry that Task.retry raised, with its countdown
+        if not isinstance(reason, Retry):  # the prefork pool wraps it (ExceptionWithTraceback)
+            reason = reason.exc
+        delay = float(reason.when)
+        metrics.job_finished("retried", _priority(args[0] if args else None))
+        log.warning("job failed (%s); retry in %.1f s", describe(exc), delay)
+        try:
+            records.retrying(task_id, describe(exc), round(delay, 3))
+        except Exception:
+            # The retry is queued already: an error here must not dead-letter the job
+            # (Celery would). Its record says "running" until the retry starts.
+            log.exception("could not record the retry")
 
     def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
         payload = args[0] if args else None
@@ -140,36 +104,54 @@ class PreviewTask(Task):
         metrics.job_finished("invalid" if isinstance(exc, InvalidPayload) else "dead", _priority(payload))
 
 
-def _argsrepr(payload: dict[str, Any]) -> str:
-    """How Flower and the task events show the job: who it is, not the whole payload."""
-    request = payload.get("previewRequest") or {}
-    return (f"({{'jobId': {payload['jobId']!r}, 'projectId': {payload['projectId']!r}, "
-            f"'priority': {payload.get('priority', 'normal')!r}, 'steps': {len(request.get('steps') or [])}, "
-            f"'dryRun': {bool(payload.get('dryRun'))}}},)")
+@app.task(bind=True, base=PreviewTask, name=TASK_NAME)
+def render_preview(self: PreviewTask, payload: Any = None, *extra: Any, **unexpected: Any) -> dict[str, Any]:
+    """Locate the job, start it, reuse or render its preview, finish it.
 
+    A stored preview (a cache hit) is known before the job starts, so the start
+    script marks it succeeded in the same round trip. Whatever raises from here is
+    retried (``autoretry_for``) unless it is a PermanentError.
+    """
+    job_id = self.request.id
+    attempt = self.request.retries + 1
+    ident = logs.job_fields(payload, job_id)
+    ident.pop("attempt")
+    deliveries_limit = 2 * settings().max_tries + 1
+    with logs.job_context(**ident, attempt=attempt):
+        # 1. Locate: validate, hash the assets, look for a stored preview.
+        problem = _unexpected(extra, unexpected)
+        located, known = (None, None) if problem else _look_ahead(payload)
 
-def _priority(payload: Any) -> str:
-    return logs.job_fields(payload, "")["priority"]
+        # 2. Start: count the delivery and mark it running (or, for a cache hit, succeeded).
+        record = records.start(job_id, finished=known, max_deliveries=deliveries_limit, **ident,
+                               state="running", attempts=attempt, startedAt=records.now_iso(),
+                               startedTs=time.time())
+        if record["state"] == "succeeded" and record["outcome"]:
+            # Redelivered after the job finished but before its message was acked.
+            return _summary(json.loads(record["outcome"]))
+        if record["state"] in ("dead", "failed"):
+            if record["state"] == "failed":
+                metrics.job_finished("failed", ident["priority"])  # cancelled before it ran
+            return {"jobId": job_id, "skipped": record["state"]}
+        if problem:
+            raise PermanentError(problem)
+        if record["deliveries"] > deliveries_limit:
+            raise PermanentError(f"the job was delivered {record['deliveries']} times: it kills its worker")
+        metrics.job_started(ident["priority"], record["submittedTs"] or None)
 
-
-def describe(exc: BaseException) -> str:
-    """One line for the record and the dead letter: what failed, in words an operator can act on."""
-    if isinstance(exc, SoftTimeLimitExceeded):
-        return (f"SoftTimeLimitExceeded: the render took longer than PREVIEW_SOFT_TIME_LIMIT "
-                f"({settings().soft_time_limit} s)")
-    return f"{type(exc).__name__}: {exc}"
-
-
-def _summary(outcome: dict[str, Any]) -> dict[str, Any]:
-    """What the task returns to Celery (logs, events, Flower): small; the record has it all."""
-    return {k: outcome[k] for k in ("jobId", "key", "cacheHit", "dryRun") if k in outcome}
-
-
-@lru_cache(maxsize=512)
-def _stored(folder: str) -> tuple[float, dict[str, str]]:
-    """Length and files of a stored preview. A published preview never changes (its
-    folder is named by its content and moved in whole), so a process reads each once."""
-    return render.planned_duration(Path(folder)), storage.artifacts(Path(folder))
+        # 3. Reuse the stored preview, or render one (a failure here is retried).
+        if known is not None:
+            outcome = known  # records.start marked the job succeeded already
+        else:
+            log.info("job started")
+            with metrics.in_progress():
+                outcome = execute(payload, located)
+            # 4. Finish.
+            records.finish(job_id, outcome, rendered=not (outcome["cacheHit"] or outcome["dryRun"]))
+        kind = "dry_run" if outcome["dryRun"] else "cache_hit" if outcome["cacheHit"] else "succeeded"
+        metrics.job_finished(kind, ident["priority"], seconds=outcome["seconds"])
+        log.info("job %s in %.2f s: %s", kind.replace("_", " "), outcome["seconds"], outcome["folder"])
+        return _summary(outcome)
 
 
 class Located(NamedTuple):
@@ -186,6 +168,21 @@ def locate(payload: Any) -> Located:
     job = validate_payload(payload)
     identified = render.identify(job, settings().assets_dir)
     return Located(identified, storage.lookup(identified.key), started)
+
+
+def _look_ahead(payload: Any) -> tuple[Located | None, dict[str, Any] | None]:
+    """The job located and, for a stored preview, its outcome. A failure here is left
+    to meet again in step 3, where failures are retried or dead-lettered."""
+    try:
+        located = locate(payload)
+    except Exception:
+        return None, None
+    if located.folder is None:
+        return located, None
+    try:
+        return located, execute(payload, located)
+    except Exception:
+        return located, None
 
 
 def execute(payload: Any, located: Located | None = None) -> dict[str, Any]:
@@ -224,62 +221,33 @@ def execute(payload: Any, located: Located | None = None) -> dict[str, Any]:
     }
 
 
-@app.task(bind=True, base=PreviewTask, name=TASK_NAME)
-def render_preview(self: PreviewTask, payload: Any = None, *extra: Any, **unexpected: Any) -> dict[str, Any]:
-    cfg = settings()
-    job_id = self.request.id
-    attempt = self.request.retries + 1
-    ident = logs.job_fields(payload, job_id)
-    ident.pop("attempt")
-    with logs.job_context(**ident, attempt=attempt):
-        problem = None
-        if extra or unexpected:  # a message built by hand, not by the client
-            problem = (f"render_preview takes one payload, got {1 + len(extra)} arguments "
-                       f"and keywords {sorted(unexpected)}")
-        located = known = None
-        if not problem:
-            with contextlib.suppress(Exception):  # met again below, where failures are handled
-                located = locate(payload)
-                if located.folder is not None:
-                    # A stored preview: the outcome is known before the job starts, so
-                    # records.start can mark it succeeded in the same round trip.
-                    known = execute(payload, located)
-        deliveries_limit = 2 * cfg.max_tries + 1
-        record = records.start(job_id, finished=known, max_deliveries=deliveries_limit, **ident,
-                               state="running", attempts=attempt, startedAt=records.now_iso(),
-                               startedTs=time.time())
-        if record["state"] == "succeeded" and record["outcome"]:
-            # Redelivered after the job finished but before its message was acked.
-            return _summary(json.loads(record["outcome"]))
-        if record["state"] in ("dead", "failed"):
-            if record["state"] == "failed":
-                metrics.job_finished("failed", ident["priority"])  # cancelled before it ran
-            return {"jobId": job_id, "skipped": record["state"]}
-        if problem:
-            raise PermanentError(problem)
-        if record["deliveries"] > deliveries_limit:
-            raise PermanentError(f"the job was delivered {record['deliveries']} times: it kills its worker")
-        metrics.job_started(ident["priority"], record["submittedTs"] or None)
-        if known is not None:
-            outcome = known  # a stored preview: records.start marked the job succeeded too
-        else:
-            log.info("job started")
-            with metrics.in_progress():
-                try:
-                    outcome = execute(payload, located)
-                except PermanentError:
-                    raise
-                except (Exception, SoftTimeLimitExceeded) as exc:
-                    if attempt >= cfg.max_tries:
-                        raise
-                    delay = retry_delay(self.request.retries)
-                    delays = [*json.loads(record["retryDelays"] or "[]"), round(delay, 3)]
-                    records.update(job_id, state="retrying", error=describe(exc), retryDelays=delays)
-                    metrics.job_finished("retried", ident["priority"])
-                    log.warning("job failed (%s); retry in %.1f s", describe(exc), delay)
-                    raise self.retry(exc=exc, countdown=delay, max_retries=cfg.max_tries - 1) from exc
-            records.finish(job_id, outcome, rendered=not (outcome["cacheHit"] or outcome["dryRun"]))
-        kind = "dry_run" if outcome["dryRun"] else "cache_hit" if outcome["cacheHit"] else "succeeded"
-        metrics.job_finished(kind, ident["priority"], seconds=outcome["seconds"])
-        log.info("job %s in %.2f s: %s", kind.replace("_", " "), outcome["seconds"], outcome["folder"])
-        return _summary(outcome)
+@lru_cache(maxsize=512)
+def _stored(folder: str) -> tuple[float, dict[str, str]]:
+    """Length and files of a stored preview. A published preview never changes (its
+    folder is named by its content and moved in whole), so a process reads each once."""
+    return render.planned_duration(Path(folder)), storage.artifacts(Path(folder))
+
+
+def _unexpected(extra: tuple[Any, ...], unexpected: dict[str, Any]) -> str | None:
+    """What is wrong with a message built by hand rather than by ``accept``, if anything."""
+    if not (extra or unexpected):
+        return None
+    return (f"render_preview takes one payload, got {1 + len(extra)} arguments "
+            f"and keywords {sorted(unexpected)}")
+
+
+def _priority(payload: Any) -> str:
+    return logs.job_fields(payload, "")["priority"]
+
+
+def describe(exc: BaseException) -> str:
+    """One line for the record and the dead letter: what failed, in words an operator can act on."""
+    if isinstance(exc, SoftTimeLimitExceeded):
+        return (f"SoftTimeLimitExceeded: the render took longer than PREVIEW_SOFT_TIME_LIMIT "
+                f"({settings().soft_time_limit} s)")
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _summary(outcome: dict[str, Any]) -> dict[str, Any]:
+    """What the task returns to Celery (logs, events, Flower): small; the record has it all."""
+    return {k: outcome[k] for k in ("jobId", "key", "cacheHit", "dryRun") if k in outcome}

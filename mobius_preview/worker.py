@@ -1,5 +1,10 @@
 """Worker start-up (logging, broker check, metrics, leftovers of crashed renders) and the
-consumer that turns messages it cannot run into dead letters instead of dropping them."""
+consumer that turns messages it cannot run into dead letters instead of dropping them.
+
+Only workers load this module: the Celery settings name it in ``imports`` (loaded
+before the worker sends its start-up signals) and as ``worker_consumer``. Host
+processes that only submit never connect these handlers.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ import redis
 from celery import signals
 from celery.worker.consumer import Consumer as CeleryConsumer
 
-from . import logs, metrics, records, schema, storage
+from . import channel, logs, metrics, records, schema, storage
 from .config import settings
 
 log = logging.getLogger("mobius_preview.worker")
@@ -30,6 +35,7 @@ def _check_broker(**_: object) -> None:
     except redis.RedisError as exc:
         sys.exit(f"mobius-preview: REDIS_URL: cannot reach {cfg.redis_url_masked}: {exc}")
     schema.warm()
+    channel.on_malformed(lambda raw, exc: keep_rejected("malformed", raw, exc))
     if cfg.metrics_port is not None:
         metrics.serve(cfg.metrics_port)
         log.info("metrics on port %s (multiprocess folder %s)", cfg.metrics_port,

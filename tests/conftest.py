@@ -200,10 +200,11 @@ class WorkerProcess:
     """``celery -A mobius_preview worker`` as a real subprocess (prefork pool)."""
 
     def __init__(self, env: dict[str, str] | None = None, concurrency: int = 1,
-                 name: str | None = None):
+                 name: str | None = None, python: str = sys.executable, cwd: Path = REPO):
         self.env = {**os.environ, "LOG_LEVEL": "INFO", **(env or {})}
+        self.cwd = cwd
         self.args = [
-            sys.executable, "-m", "celery", "-A", "mobius_preview", "worker",
+            python, "-m", "celery", "-A", "mobius_preview", "worker",
             f"--concurrency={concurrency}", "--loglevel=INFO", "--without-gossip",
             "--without-mingle", f"--hostname={name or uuid.uuid4().hex[:8]}@%h",
         ]
@@ -212,7 +213,7 @@ class WorkerProcess:
 
     def start(self) -> WorkerProcess:
         self.proc = subprocess.Popen(
-            self.args, env=self.env, cwd=REPO, stdout=self.log.open("w"),
+            self.args, env=self.env, cwd=self.cwd, stdout=self.log.open("w"),
             stderr=subprocess.STDOUT, start_new_session=True,
         )
         self.wait_ready()

@@ -28,7 +28,7 @@ def _find_ffmpeg(override: str | None) -> str:
     found = shutil.which("ffmpeg")
     if found:
         return found
-    import imageio_ffmpeg
+    import imageio_ffmpeg  # the wheel's static build: a fallback, loaded only when it is used
 
     return imageio_ffmpeg.get_ffmpeg_exe()
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
+from ..data import fonts_dir
 from .plan import Plan, Slide
 
-FONTS = Path(__file__).resolve().parent / "fonts"
 BACKGROUND = (24, 28, 38)
 HEADER = (44, 52, 72)
 ACCENT = (255, 196, 61)
@@ -25,7 +25,7 @@ TEXT = (236, 238, 242)
 @lru_cache(maxsize=32)
 def font(size: int, bold: bool = False) -> ImageFont.FreeTypeFont:
     name = "DejaVuSans-Bold.ttf" if bold else "DejaVuSans.ttf"
-    return ImageFont.truetype(str(FONTS / name), size)
+    return ImageFont.truetype(str(fonts_dir() / name), size)
 
 
 def wrap(text: str, face: ImageFont.FreeTypeFont, width: int) -> list[str]:

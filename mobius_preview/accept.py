@@ -1,0 +1,180 @@
+"""Accepting jobs: validate, build each job's Celery message, record and queue it.
+
+The one way in for ``submit``, ``submit_many`` and ``render_preview.delay``. Nothing
+is ever half-accepted: the payload is validated before any I/O, then Celery builds
+the message, kombu routes and serializes it, our channel captures the final Redis
+command instead of sending it (``channel``), and one Redis script checks the jobId
+and the queue limit, writes the job's record and pushes its message
+(``records.accept_many``). A job is either recorded and queued or not there at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from . import logs, metrics, records
+from .app import app
+from .channel import Command
+from .config import settings
+from .errors import BrokerUnavailable, InvalidPayload, MobiusError, QueueFull
+from .results import PreviewResult
+from .schema import validate_payload
+
+TASK_NAME = "mobius_preview.render_preview"
+# A job's message as captured Redis commands, and its task-sent event (None without events).
+Outgoing = tuple[list[Command], dict[str, Any] | None]
+log = logging.getLogger("mobius_preview.accept")
+
+
+def submit(payload: Any, *, replay: bool = False) -> PreviewResult:
+    """Validate and enqueue a preview job; the same jobId again returns the existing job.
+
+    Raises InvalidPayload (listing every issue), QueueFull or BrokerUnavailable.
+    ``replay`` lets a dead job be submitted again (dead-letter replay).
+    """
+    result = submit_many([payload], replay=replay)[0]
+    if isinstance(result, MobiusError):
+        raise result
+    return result
+
+
+def submit_many(payloads: list[Any], *, replay: bool = False) -> list[PreviewResult | MobiusError]:
+    """Submit jobs in one Redis round trip; one result per payload, in order.
+
+    Each item is a PreviewResult (``created`` False for a jobId that existed) or the
+    error that refused it (InvalidPayload, QueueFull). Duplicates within the call
+    count once. Raises BrokerUnavailable when Redis is unreachable (nothing accepted).
+    """
+    results: list[PreviewResult | MobiusError | None] = [None] * len(payloads)
+    todo: list[tuple[int, dict[str, Any]]] = []
+    seen: dict[str, int] = {}
+    for i, payload in enumerate(payloads):
+        try:
+            job = validate_payload(payload)
+        except InvalidPayload as exc:
+            results[i] = exc
+            continue
+        if job["jobId"] not in seen:  # a repeat is filled from the first occurrence below
+            seen[job["jobId"]] = i
+            todo.append((i, job))
+    if todo:
+        _accept(todo, results, replay)
+    for i, payload in enumerate(payloads):
+        if results[i] is None:
+            first = results[seen[payload["jobId"]]]
+            duplicate = PreviewResult(first.id, app=app)
+            duplicate.created, duplicate.priority = False, first.priority
+            results[i] = duplicate
+    return results  # type: ignore[return-value]
+
+
+def _accept(todo: list[tuple[int, dict[str, Any]]], results: list[Any], replay: bool) -> None:
+    """Build the messages, then record and enqueue the jobs in one script; fill ``results``."""
+    jobs = [job for _, job in todo]
+    queues = [settings().queue(job.get("priority", "normal")) for job in jobs]
+    try:
+        with records.reaching_redis("the job was not accepted"):
+            outgoing = messages_for([(job, q, _headers(job)) for job, q in zip(jobs, queues, strict=True)])
+            events = sent_events([event for _, event in outgoing if event is not None])
+            verdicts = records.accept_many(jobs, [commands for commands, _ in outgoing], events=events,
+                                           replay=replay)
+    except BrokerUnavailable:
+        metrics.refused("broker")
+        raise
+    accepted_events = []
+    for (i, job), queue, (outcome, detail), (_, event) in zip(todo, queues, verdicts, outgoing, strict=True):
+        if outcome == "full":
+            metrics.refused("queue_full")
+            results[i] = QueueFull(int(detail), settings().queue_max)
+            continue
+        result = PreviewResult(job["jobId"], app=app)
+        result.priority = job.get("priority", "normal")
+        result.created = outcome == "claimed"
+        results[i] = result
+        if result.created:
+            if event is not None:
+                accepted_events.append(event)
+            with logs.job_context(**logs.job_fields(job, job["jobId"])):
+                log.info("job submitted to %s", queue)
+    if events is not None and accepted_events and len(accepted_events) < len(jobs):
+        _announce(accepted_events)
+
+
+def _announce(events: list[dict[str, Any]]) -> None:
+    """Some jobs were refused, so the script sent no events: send those of the accepted.
+
+    Best effort, like all Redis events (pub/sub keeps nothing), and the jobs are
+    accepted already: a failure is logged, not raised.
+    """
+    try:
+        records.publish(sent_events(events))
+    except Exception as exc:
+        log.warning("could not send the task-sent events of %d jobs: %s", len(events), exc)
+
+
+def _headers(job: dict[str, Any]) -> dict[str, Any]:
+    """Message headers: who sent it and when (the oldest-wait metric reads submitted_ts)."""
+    return {"submitted_ts": repr(time.time()), "requestId": job["requestId"],
+            "projectId": job["projectId"], "priority": job.get("priority", "normal")}
+
+
+def messages_for(jobs: list[tuple[dict[str, Any], str, dict[str, Any]]]) -> list[Outgoing]:
+    """Each job's message as the Redis commands that would send it, and its task-sent event.
+
+    Celery builds the message, kombu routes and serializes it, and the channel
+    captures the final LPUSH (``mobius_preview.channel``) for the accept script to
+    run. Messages go straight onto the queue's list (anonymous exchange, routing key =
+    queue name), with no per-message declare: workers declare their queues when they
+    start. The task-sent event is returned, not sent: only accepted jobs count as
+    sent (``sent_events``).
+    """
+    amqp = app.amqp
+    with_events = bool(app.conf.task_send_sent_event)
+    out: list[Outgoing] = []
+    with app.producer_or_acquire() as producer, producer.channel.capture() as sink, producer.batch():
+        for payload, queue, headers in jobs:
+            first = len(sink)
+            message = amqp.create_task_message(
+                payload["jobId"], TASK_NAME, (payload,), {}, create_sent_event=with_events,
+                argsrepr=_argsrepr(payload), kwargsrepr="{}",
+            )
+            amqp.send_task_message(producer, TASK_NAME, message._replace(sent_event=None), queue=queue,
+                                   exchange="", routing_key=queue, headers=headers, declare=[],
+                                   retry=False)
+            event = message.sent_event
+            if event is not None:
+                event.update(queue=queue, exchange="", routing_key=queue)
+            out.append((sink[first:], event))
+    return out
+
+
+def sent_events(events: list[dict[str, Any]]) -> Command | None:
+    """These task-sent events as one captured "task-multi" PUBLISH (None for none).
+
+    One message for many events is how Celery's own worker sends task events;
+    Flower and celery-exporter read both forms. Built before acceptance so the
+    accept script can send it in the same round trip.
+    """
+    if not events:
+        return None
+    with app.producer_or_acquire() as producer, producer.channel.capture() as sink:
+        dispatcher = app.events.Dispatcher(
+            channel=producer.channel, buffer_group=["task"], buffer_limit=len(events) + 1,
+            buffer_while_offline=False,
+        )
+        with dispatcher.producer.batch():
+            for fields in events:
+                dispatcher.send("task-sent", **fields)
+            dispatcher.flush()
+    (command,) = sink
+    return command
+
+
+def _argsrepr(payload: dict[str, Any]) -> str:
+    """How Flower and the task events show the job: who it is, not the whole payload."""
+    request = payload.get("previewRequest") or {}
+    return (f"({{'jobId': {payload['jobId']!r}, 'projectId': {payload['projectId']!r}, "
+            f"'priority': {payload.get('priority', 'normal')!r}, 'steps': {len(request.get('steps') or [])}, "
+            f"'dryRun': {bool(payload.get('dryRun'))}}},)")
