@@ -16,6 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import redis
 from celery import Task
 from celery.exceptions import Retry, SoftTimeLimitExceeded
 
@@ -38,9 +39,12 @@ class PreviewTask(Task):
     typing = False
     # Any failure but a PermanentError is retried with exponential backoff: the delay
     # doubles from PREVIEW_RETRY_BACKOFF up to PREVIEW_RETRY_BACKOFF_MAX (``retry``
-    # below adds the jitter); the last try's failure goes to ``on_failure``.
+    # below adds the jitter); the last try's failure goes to ``on_failure``. A lost
+    # Redis is not retried here: the retry could not be published, and Celery would
+    # then drop the message (Reject); unacknowledged, it comes back after the
+    # visibility timeout instead.
     autoretry_for = (Exception,)
-    dont_autoretry_for = (PermanentError,)
+    dont_autoretry_for = (PermanentError, redis.RedisError)
     retry_backoff = settings().retry_backoff
     retry_backoff_max = settings().retry_backoff_max
     retry_jitter = False
@@ -67,6 +71,10 @@ class PreviewTask(Task):
         return super().retry(args, kwargs, exc, throw, eta, countdown, max_retries, **options)
 
     def on_retry(self, exc, task_id, args, kwargs, einfo) -> None:
+        if einfo is None:
+            # Celery's worker announcing a job it cancelled on losing Redis: no retry
+            # was published; the unacknowledged message comes back by itself.
+            return
         reason = einfo.exception  # the Retry that Task.retry raised, with its countdown
         if not isinstance(reason, Retry):  # the prefork pool wraps it (ExceptionWithTraceback)
             reason = reason.exc

@@ -79,7 +79,10 @@ def pytest_sessionfinish(session, exitstatus):
         pass
     if _server is not None:
         _server.shutdown()
-    shutil.rmtree(RUN_DIR, ignore_errors=True)
+    if os.environ.get("MOBIUS_TEST_KEEP"):  # worker logs and files, to read after a failure
+        print(f"\nmobius-preview tests: kept {RUN_DIR}")
+    else:
+        shutil.rmtree(RUN_DIR, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
