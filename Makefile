@@ -27,6 +27,7 @@ lint: venv
 bench: venv
 	$(BIN)/python bench/render.py
 	$(BIN)/python bench/queue.py
+	$(BIN)/python bench/task.py
 
 exporter: venv
 	$(BIN)/mobius-preview exporter --port $${EXPORTER_PORT:-9808}
