@@ -16,7 +16,7 @@ import redis
 from celery import signals
 from celery.worker.consumer import Consumer as CeleryConsumer
 
-from . import channel, logs, metrics, records, schema, storage
+from . import channel, logs, metrics, records, render, schema, storage
 from .config import settings
 
 log = logging.getLogger("mobius_preview.worker")
@@ -35,6 +35,7 @@ def _check_broker(**_: object) -> None:
     except redis.RedisError as exc:
         sys.exit(f"mobius-preview: REDIS_URL: cannot reach {cfg.redis_url_masked}: {exc}")
     schema.warm()
+    render.warm()
     channel.on_malformed(lambda raw, exc: keep_rejected("malformed", raw, exc))
     if cfg.metrics_port is not None:
         metrics.serve(cfg.metrics_port)

@@ -13,6 +13,7 @@ import hashlib
 import json
 import shutil
 import time
+import unicodedata
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,10 +24,10 @@ from typing import Any
 from PIL import Image
 
 from . import assets as asset_checks
-from . import captions, encode, ffmpeg, manifest, slides
+from . import captions, encode, ffmpeg, manifest, slides, text
 from .plan import Plan, build
 
-RENDERER_VERSION = "1.0.0"
+RENDERER_VERSION = "1.1.0"  # 1.1: Noto fonts per character, shaping, mirrored right-to-left
 # Fields of a job that never change the output: left out of the content key.
 _NOT_CONTENT = ("jobId", "projectId", "requestId", "priority", "attempts", "createdAt", "updatedAt")
 THUMB_WIDTH = 320
@@ -112,11 +113,34 @@ def render(prepared: Prepared, out: Path, *, timeout: float) -> dict[str, Any]:
             for a in prepared.assets.values()
         ],
         "binaries": ffmpeg.describe_binaries(),
+        "warnings": text_warnings(plan),
     }
     if not job.get("dryRun"):
         info["output"] = _render_media(plan, out, stages, timeout)
     info["timings"] = stages.seconds
     return manifest.write(out, info)
+
+
+def text_warnings(plan: Plan) -> list[str]:
+    """What will not look right on the slides: characters no shipped font has (drawn
+    from the last resort, as boxes), and text that cannot be shaped here."""
+    warnings = []
+    if not text.SHAPING:
+        warnings.append("text shaping is off (Pillow's raqm needs libfribidi): Arabic, Hebrew, "
+                        "Devanagari and Thai are drawn unshaped")
+    for slide in plan.slides:
+        where = f"step {slide.step_id!r}" if slide.step_id is not None else f"slide {slide.index}"
+        found = text.uncovered(f"{slide.title}\n{slide.text}\n{slide.caption}", plan.language)
+        if found:
+            listed = ", ".join(f"U+{ord(c):04X} {unicodedata.name(c, '?')}" for c in found)
+            warnings.append(f"{where}: no shipped font has {listed}; drawn from "
+                            f"{text.last_resort().name} (a box)")
+    return warnings
+
+
+def warm() -> None:
+    """Load what every render needs (font character maps) before a worker forks."""
+    text.warm()
 
 
 def _render_media(plan: Plan, out: Path, stages: _Stages, timeout: float) -> dict[str, Any]:

@@ -1,8 +1,16 @@
-"""Caption files (SRT and WebVTT): one cue per slide, on the plan's timeline."""
+"""Caption files (SRT and WebVTT): one cue per slide, on the plan's timeline, UTF-8.
+
+A right-to-left cue (mostly Arabic or Hebrew) starts with a RIGHT-TO-LEFT MARK, so a
+player that takes the direction from the first strong character (both formats do)
+reads it right to left even when it begins with a number or a Latin name.
+"""
 
 from __future__ import annotations
 
 from .plan import Plan
+from .text import direction
+
+RLM = "\u200f"
 
 
 def _stamp(seconds: float, sep: str) -> str:
@@ -15,10 +23,14 @@ def _stamp(seconds: float, sep: str) -> str:
 
 def _cues(plan: Plan) -> list[tuple[float, float, str]]:
     return [
-        (s.start, s.start + s.duration, " ".join(s.caption.split()))
+        (s.start, s.start + s.duration, _directed(" ".join(s.caption.split())))
         for s in plan.slides
         if s.caption.strip()
     ]
+
+
+def _directed(text: str) -> str:
+    return RLM + text if direction(text) == "rtl" else text
 
 
 def srt(plan: Plan) -> str:

@@ -1,6 +1,7 @@
 """Drawing slides, the poster and the contact sheet with Pillow.
 
-The fonts ship inside the package (DejaVu Sans), so a slide looks the same on every
+Text in any script is laid out by ``text`` (a Noto font chosen per character, shaped
+with raqm); the fonts ship with the package, so a slide looks the same on every
 machine. Captions are burnt by drawing them on the slide: a caption lasts exactly
 one step, so this costs nothing at encode time.
 """
@@ -8,12 +9,11 @@ one step, so this costs nothing at encode time.
 from __future__ import annotations
 
 import math
-from functools import lru_cache
 from pathlib import Path
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
-from ..data import fonts_dir
+from . import text
 from .plan import Plan, Slide
 
 BACKGROUND = (24, 28, 38)
@@ -22,43 +22,13 @@ ACCENT = (255, 196, 61)
 TEXT = (236, 238, 242)
 
 
-@lru_cache(maxsize=32)
-def font(size: int, bold: bool = False) -> ImageFont.FreeTypeFont:
-    name = "DejaVuSans-Bold.ttf" if bold else "DejaVuSans.ttf"
-    return ImageFont.truetype(str(fonts_dir() / name), size)
-
-
-def wrap(text: str, face: ImageFont.FreeTypeFont, width: int) -> list[str]:
-    """Greedy word wrap that also breaks words longer than a line."""
-    lines: list[str] = []
-    for paragraph in text.splitlines() or [""]:
-        line = ""
-        for word in paragraph.split():
-            candidate = f"{line} {word}".strip()
-            if face.getlength(candidate) <= width:
-                line = candidate
-                continue
-            if line:
-                lines.append(line)
-            line = ""
-            while face.getlength(word) > width:
-                cut = len(word)
-                while cut > 1 and face.getlength(word[:cut]) > width:
-                    cut -= 1
-                lines.append(word[:cut])
-                word = word[cut:]
-            line = word
-        lines.append(line)
-    return lines
-
-
-def _fit_text(draw: ImageDraw.ImageDraw, text: str, box: tuple[int, int, int, int], size: int) -> None:
+def _fit_text(canvas: Image.Image, body: str, box: tuple[int, int, int, int], size: int, language: str,
+              align: str) -> None:
     """Draw wrapped text in ``box``, shrinking the font until it fits."""
     left, top, right, bottom = box
     while True:
-        face = font(size)
-        lines = wrap(text, face, right - left)
-        line_height = int(size * 1.3)
+        lines = text.wrap(body, right - left, size, language=language)
+        line_height = int(size * text.LINE_SPACING)
         if len(lines) * line_height <= bottom - top or size <= 10:
             break
         size = int(size * 0.85)
@@ -67,7 +37,8 @@ def _fit_text(draw: ImageDraw.ImageDraw, text: str, box: tuple[int, int, int, in
         lines = lines[:max_lines]
         lines[-1] = lines[-1].rstrip()[: max(0, len(lines[-1]) - 1)] + "…"
     for n, line in enumerate(lines):
-        draw.text((left, top + n * line_height), line, font=face, fill=TEXT)
+        text.draw_line(canvas, (left, top + n * line_height), line, size, fill=TEXT, language=language,
+                       align=align, width=right - left)
 
 
 def _paste_fitted(canvas: Image.Image, path: Path, box: tuple[int, int, int, int]) -> None:
@@ -84,44 +55,54 @@ def _paste_fitted(canvas: Image.Image, path: Path, box: tuple[int, int, int, int
 
 
 def draw(plan: Plan, slide: Slide) -> Image.Image:
-    """One slide at the plan's resolution."""
+    """One slide at the plan's resolution; a right-to-left step is laid out mirrored."""
     w, h = plan.width, plan.height
+    lang = plan.language
+    rtl = text.direction(f"{slide.title} {slide.text}") == "rtl"
     canvas = Image.new("RGB", (w, h), BACKGROUND)
     d = ImageDraw.Draw(canvas)
     pad = max(8, w // 40)
     header_h = max(24, h // 8)
     d.rectangle((0, 0, w, header_h), fill=HEADER)
-    title_face = font(max(12, header_h // 2 - 4), bold=True)
+    title_size = max(12, header_h // 2 - 4)
     number_width = 0
-    if slide.step_id is not None:  # "3 / 10", right-aligned in the header
+    if slide.step_id is not None:  # "3 / 10" at the end of the header (the left when mirrored)
         number = f"{slide.index + 1} / {len(plan.slides)}"
-        number_face = font(max(10, header_h // 3))
-        number_width = int(number_face.getlength(number)) + pad
-        d.text((w - pad - number_width + pad, (header_h - number_face.size) // 2), number,
-               font=number_face, fill=ACCENT)
-    title = wrap(slide.title, title_face, w - 2 * pad - number_width)[0]
-    d.text((pad, (header_h - title_face.size) // 2), title, font=title_face, fill=TEXT)
+        number_size = max(10, header_h // 3)
+        number_width = int(text.measure(number, number_size)) + pad
+        text.draw_line(canvas, (pad, (header_h - number_size) // 2), number, number_size, fill=ACCENT,
+                       align="left" if rtl else "right", width=w - 2 * pad)
+    title_width = w - 2 * pad - number_width
+    title = text.wrap(slide.title, title_width, title_size, bold=True, language=lang)[0]
+    text.draw_line(canvas, (pad + (number_width if rtl else 0), (header_h - title_size) // 2), title,
+                   title_size, fill=TEXT, bold=True, language=lang, align="right" if rtl else "left",
+                   width=title_width)
 
     caption_h = max(20, h // 7) if plan.burn_captions and slide.caption else 0
     body = (pad, header_h + pad, w - pad, h - pad - caption_h)
     if slide.image is not None:
-        split = body[0] + (body[2] - body[0]) * 3 // 5
-        _paste_fitted(canvas, slide.image.path, (body[0], body[1], split - pad, body[3]))
-        text_box = (split, body[1], body[2], body[3])
+        if rtl:  # picture on the right, text on the left
+            split = body[2] - (body[2] - body[0]) * 3 // 5
+            _paste_fitted(canvas, slide.image.path, (split + pad, body[1], body[2], body[3]))
+            text_box = (body[0], body[1], split, body[3])
+        else:
+            split = body[0] + (body[2] - body[0]) * 3 // 5
+            _paste_fitted(canvas, slide.image.path, (body[0], body[1], split - pad, body[3]))
+            text_box = (split, body[1], body[2], body[3])
     else:
         text_box = body
     if slide.text:
-        _fit_text(d, slide.text, text_box, max(12, h // 20))
+        _fit_text(canvas, slide.text, text_box, max(12, h // 20), lang, "right" if rtl else "left")
     if caption_h:
         band = Image.new("RGBA", (w, caption_h), (0, 0, 0, 190))
         canvas.paste(band, (0, h - caption_h), band)
-        face = font(max(10, caption_h // 3))
-        lines = wrap(slide.caption, face, w - 2 * pad)[:2]
-        y = h - caption_h + (caption_h - len(lines) * int(face.size * 1.2)) // 2
+        size = max(10, caption_h // 3)
+        lines = text.wrap(slide.caption, w - 2 * pad, size, language=lang)[:2]
+        y = h - caption_h + (caption_h - len(lines) * int(size * 1.2)) // 2
         for line in lines:
-            x = (w - face.getlength(line)) // 2
-            d.text((x, y), line, font=face, fill=(255, 255, 255))
-            y += int(face.size * 1.2)
+            text.draw_line(canvas, (pad, y), line, size, fill=(255, 255, 255), language=lang,
+                           align="center", width=w - 2 * pad)
+            y += int(size * 1.2)
     return canvas
 
 

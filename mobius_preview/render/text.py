@@ -1,0 +1,302 @@
+"""Text in any script on a slide: a font chosen per character, shaped, in reading order.
+
+A fallback chain of Noto fonts (Latin, Greek and Cyrillic; Arabic; Hebrew;
+Devanagari; Thai; Chinese, Japanese and Korean; colour emoji), then DejaVu Sans as
+the last resort. Each character takes the first font whose character map has it, and
+consecutive characters of one font form a run that Pillow lays out with raqm
+(HarfBuzz shaping, FriBiDi direction). A paragraph whose strong characters are mostly
+right-to-left is laid out from the right, its runs in reverse order. A character no
+font has is drawn from the last resort (a box) and reported by ``uncovered``.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
+from pathlib import Path
+
+import fontpkg_noto_sans
+import fontpkg_noto_sans_arabic
+import fontpkg_noto_sans_devanagari
+import fontpkg_noto_sans_thai
+import noto_cjk_sans_otc
+from fontTools.ttLib import TTFont
+from PIL import Image, ImageDraw, ImageFont, features
+
+from ..data import fonts_dir
+
+EMOJI_PIXELS = 109  # NotoColorEmoji is a bitmap font with one strike: drawn at 109 px, then scaled
+LINE_SPACING = 1.3
+# Code points that belong to the character before them (one cluster): combining
+# marks are found by category; these are the joiners, selectors and modifiers of emoji.
+_JOINERS = {0x200C, 0x200D, 0x20E3, *range(0xFE00, 0xFE10), *range(0x1F3FB, 0x1F400),
+            *range(0xE0020, 0xE0080)}
+_REGIONAL = range(0x1F1E6, 0x1F200)
+SHAPING = features.check("raqm")  # False only where libfribidi is missing: see the manifest warning
+
+
+@dataclass(frozen=True)
+class Face:
+    """One font of the chain: where it is, which face of a collection, what it covers."""
+
+    name: str
+    path: Path
+    index: int = 0
+    bold_path: Path | None = None  # a separate bold file; else the variable font's "Bold"
+    emoji: bool = False
+
+    @cached_property
+    def cmap(self) -> frozenset[int]:
+        with TTFont(str(self.path), fontNumber=self.index, lazy=True) as font:
+            return frozenset(font.getBestCmap())
+
+    def covers(self, cluster: str) -> bool:
+        return ord(cluster[0]) in self.cmap
+
+    def font(self, size: int, bold: bool = False) -> ImageFont.FreeTypeFont:
+        return _load(self, EMOJI_PIXELS if self.emoji else size, bold and not self.emoji)
+
+
+@lru_cache(maxsize=256)
+def _load(face: Face, size: int, bold: bool) -> ImageFont.FreeTypeFont:
+    path = face.bold_path if bold and face.bold_path else face.path
+    layout = ImageFont.Layout.RAQM if SHAPING else ImageFont.Layout.BASIC
+    font = ImageFont.truetype(str(path), size, index=face.index, layout_engine=layout)
+    if bold and face.bold_path is None:
+        try:
+            font.set_variation_by_name("Bold")
+        except OSError:  # not a variable font (CJK has one weight here): regular it is
+            pass
+    return font
+
+
+def _variable(package) -> Path:
+    """The upright variable font of a fontpkg package (its width and weight axes)."""
+    return next(p for p in (package.ROOT / "files").glob("*[[]wdth,wght[]].ttf") if "Italic" not in p.name)
+
+
+@lru_cache(maxsize=1)
+def _faces() -> dict[str, Face]:
+    fonts = fonts_dir()
+    cjk = Path(str(noto_cjk_sans_otc.FONT_PATH))
+    faces = [
+        Face("Noto Sans", _variable(fontpkg_noto_sans)),
+        Face("Noto Sans Arabic", _variable(fontpkg_noto_sans_arabic)),
+        Face("Noto Sans Hebrew", fonts / "NotoSansHebrew-Regular.ttf",
+             bold_path=fonts / "NotoSansHebrew-Bold.ttf"),
+        Face("Noto Sans Devanagari", _variable(fontpkg_noto_sans_devanagari)),
+        Face("Noto Sans Thai", _variable(fontpkg_noto_sans_thai)),
+        *(Face(f"Noto Sans CJK {v}", cjk, index=i) for i, v in enumerate(("JP", "KR", "SC", "TC", "HK"))),
+        Face("Noto Color Emoji", fonts / "NotoColorEmoji.ttf", emoji=True),
+        Face("DejaVu Sans", fonts / "DejaVuSans.ttf", bold_path=fonts / "DejaVuSans-Bold.ttf"),
+    ]
+    return {face.name: face for face in faces}
+
+
+def _cjk_variant(language: str, sample: str) -> str:
+    """Han characters look different in Chinese (simplified, traditional), Japanese and
+    Korean: the language tag chooses; without one, kana or hangul in the text do."""
+    tag = language.lower()
+    if tag.startswith("ja") or (not tag and any(0x3040 <= ord(c) <= 0x30FF for c in sample)):
+        return "JP"
+    if tag.startswith("ko") or (not tag and any(0xAC00 <= ord(c) <= 0xD7AF for c in sample)):
+        return "KR"
+    if tag.startswith("zh") and ("hant" in tag or tag.endswith("-tw")):
+        return "TC"
+    if tag.startswith("zh") and (tag.endswith("-hk") or tag.endswith("-mo")):
+        return "HK"
+    return "SC"
+
+
+def chain(language: str = "", sample: str = "") -> tuple[Face, ...]:
+    """The fonts to try, in order, for ``sample`` in ``language`` (a BCP 47 tag)."""
+    faces = _faces()
+    order = ["Noto Sans", "Noto Sans Arabic", "Noto Sans Hebrew", "Noto Sans Devanagari", "Noto Sans Thai",
+             f"Noto Sans CJK {_cjk_variant(language, sample)}", "Noto Color Emoji", "DejaVu Sans"]
+    return tuple(faces[name] for name in order)
+
+
+def last_resort() -> Face:
+    return _faces()["DejaVu Sans"]
+
+
+def warm() -> None:
+    """Read every character map now (~0.2 s), so forked render processes share them."""
+    for face in _faces().values():
+        face.cmap  # noqa: B018
+
+
+def clusters(text: str) -> list[str]:
+    """Split into what must stay together: a character with its marks, joiners and
+    selectors (emoji sequences), or a pair of regional indicators (a flag)."""
+    out: list[str] = []
+    for ch in text:
+        cp = ord(ch)
+        glued = out and (
+            unicodedata.category(ch).startswith("M") or cp in _JOINERS or ord(out[-1][-1]) == 0x200D
+            or (cp in _REGIONAL and len(out[-1]) == 1 and ord(out[-1]) in _REGIONAL)
+        )
+        if glued:
+            out[-1] += ch
+        else:
+            out.append(ch)
+    return out
+
+
+def _wants_emoji(cluster: str) -> bool:
+    cp = ord(cluster[0])
+    return "\ufe0f" in cluster or cp >= 0x1F000 or "\u200d" in cluster
+
+
+def _neutral(cluster: str) -> bool:
+    return unicodedata.category(cluster[0])[0] in "ZPS" or cluster[0] in "0123456789"
+
+
+@dataclass(frozen=True)
+class Run:
+    text: str
+    face: Face
+
+
+def runs(text: str, language: str = "") -> list[Run]:
+    """The text as runs of one font each, in logical (reading) order."""
+    faces = chain(language, text)
+    emoji = next(f for f in faces if f.emoji)
+    out: list[Run] = []
+    for cluster in clusters(text):
+        current = out[-1].face if out else None
+        if current is not None and not current.emoji and _neutral(cluster) and current.covers(cluster):
+            face = current  # spaces and punctuation stay in the run they sit in
+        elif _wants_emoji(cluster) and emoji.covers(cluster):
+            face = emoji
+        else:
+            face = next((f for f in faces if not f.emoji and f.covers(cluster)), None)
+            if face is None:
+                face = emoji if emoji.covers(cluster) else last_resort()
+        if out and out[-1].face == face:
+            out[-1] = Run(out[-1].text + cluster, face)
+        else:
+            out.append(Run(cluster, face))
+    return out
+
+
+def uncovered(text: str, language: str = "") -> list[str]:
+    """Characters of ``text`` that no font of the chain has (drawn as boxes)."""
+    faces = chain(language, text)
+    seen: dict[str, None] = {}
+    for cluster in clusters(text):
+        ch = cluster[0]
+        drawn = not ch.isspace() and unicodedata.category(ch) != "Cc"
+        if drawn and not any(f.covers(cluster) for f in faces):
+            seen[ch] = None
+    return list(seen)
+
+
+def _strong(text: str) -> str | None:
+    """"rtl" when most strong characters are right-to-left (Arabic, Hebrew), "ltr" when
+    most are left-to-right, None when there are none (spaces, digits, punctuation)."""
+    rtl = ltr = 0
+    for ch in text:
+        kind = unicodedata.bidirectional(ch)
+        if kind in ("R", "AL"):
+            rtl += 1
+        elif kind == "L":
+            ltr += 1
+    return None if rtl == ltr == 0 else "rtl" if rtl > ltr else "ltr"
+
+
+def direction(text: str) -> str:
+    """The paragraph's direction: "rtl" when most strong characters are right-to-left."""
+    return _strong(text) or "ltr"
+
+
+def _run_direction(run: Run, paragraph: str) -> str | None:
+    """A run's own direction; one of neutrals only (". ", "2 ") takes the paragraph's."""
+    if not SHAPING:
+        return None
+    return _strong(run.text) or paragraph
+
+
+def _run_width(run: Run, size: int, bold: bool, paragraph: str = "ltr") -> float:
+    if run.face.emoji:
+        return len(clusters(run.text)) * size * 1.15
+    return run.face.font(size, bold).getlength(run.text, direction=_run_direction(run, paragraph))
+
+
+def measure(text: str, size: int, bold: bool = False, language: str = "") -> float:
+    """Width in pixels of one line of ``text``."""
+    paragraph = direction(text)
+    return sum(_run_width(run, size, bold, paragraph) for run in runs(text, language))
+
+
+def wrap(text: str, width: int, size: int, bold: bool = False, language: str = "") -> list[str]:
+    """Greedy word wrap; a word longer than a line (or a line of CJK, which has no
+    spaces) is broken between clusters."""
+    lines: list[str] = []
+    for paragraph in text.splitlines() or [""]:
+        line = ""
+        for word in paragraph.split():
+            candidate = f"{line} {word}".strip()
+            if measure(candidate, size, bold, language) <= width:
+                line = candidate
+                continue
+            if line:
+                lines.append(line)
+            line = ""
+            parts = clusters(word)
+            while parts and measure("".join(parts), size, bold, language) > width:
+                cut = len(parts)
+                while cut > 1 and measure("".join(parts[:cut]), size, bold, language) > width:
+                    cut -= 1
+                lines.append("".join(parts[:cut]))
+                parts = parts[cut:]
+            line = "".join(parts)
+        lines.append(line)
+    return lines
+
+
+def draw_line(canvas: Image.Image, xy: tuple[float, float], text: str, size: int, *,
+              fill: tuple[int, int, int], bold: bool = False, language: str = "",
+              align: str = "left", width: float = 0) -> None:
+    """Draw one line with its top at ``xy[1]``: from ``xy[0]`` to the right ("left"),
+    ending at ``xy[0] + width`` ("right") or centred in that width ("center").
+    A right-to-left paragraph places its runs from the right."""
+    parts = runs(text, language)
+    paragraph = direction(text)
+    widths = [_run_width(run, size, bold, paragraph) for run in parts]
+    total = sum(widths)
+    x, top = xy
+    if align == "right":
+        x += width - total
+    elif align == "center":
+        x += (width - total) / 2
+    if paragraph == "rtl":
+        parts, widths = parts[::-1], widths[::-1]
+    draw = ImageDraw.Draw(canvas)
+    for run, w in zip(parts, widths, strict=True):
+        if run.face.emoji:
+            _draw_emoji(canvas, (x, top), run.text, size)
+        else:
+            font = run.face.font(size, bold)
+            # Anchor "ls" (left, baseline) at one baseline for every font of the line.
+            draw.text((x, top + size), run.text, font=font, fill=fill, anchor="ls",
+                      direction=_run_direction(run, paragraph))
+        x += w
+
+
+def _draw_emoji(canvas: Image.Image, xy: tuple[float, float], text: str, size: int) -> None:
+    face = _faces()["Noto Color Emoji"]
+    font = face.font(size)
+    x, top = xy
+    for cluster in clusters(text):
+        tile = Image.new("RGBA", (int(EMOJI_PIXELS * 1.3), int(EMOJI_PIXELS * 1.3)), (0, 0, 0, 0))
+        ImageDraw.Draw(tile).text((0, 0), cluster, font=font, embedded_color=True)
+        box = tile.getbbox()
+        if box:
+            glyph = tile.crop(box)
+            scale = size / EMOJI_PIXELS
+            glyph = glyph.resize((max(1, round(glyph.width * scale)), max(1, round(glyph.height * scale))),
+                                 Image.Resampling.LANCZOS)
+            canvas.paste(glyph, (round(x), round(top + size * 0.15)), glyph)
+        x += size * 1.15
