@@ -11,11 +11,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import secrets
 import time
 from functools import lru_cache
 
 from .config import settings
+from .errors import ConfigError
 
 DEFAULT_LINK_SECONDS = 3600
 log = logging.getLogger("mobius_preview.access")
@@ -38,22 +38,33 @@ def bearer(header: str | None) -> str | None:
 
 
 @lru_cache(maxsize=4)
-def _process_key(configured: str) -> bytes:
+def _link_key(configured: str, api_keys: tuple[str, ...]) -> bytes | None:
+    """The signing key; None when there is nothing secret to derive one from."""
     if configured:
         return configured.encode()
-    log.warning("PREVIEW_SIGNING_KEY is not set: signed links are valid on this process only")
-    return secrets.token_bytes(32)
+    if not api_keys:
+        return None
+    log.warning("PREVIEW_SIGNING_KEY is not set: signed links use a key derived from PREVIEW_API_KEYS "
+                "(they stop working when the keys change)")
+    return hmac.new(b"mobius-preview signed links", "\n".join(sorted(api_keys)).encode(),
+                    hashlib.sha256).digest()
 
 
-def _signature(job_id: str, expires: int) -> str:
-    key = _process_key(settings().signing_key)
+def _signature(job_id: str, expires: int) -> str | None:
+    cfg = settings()
+    key = _link_key(cfg.signing_key, cfg.api_keys)
+    if key is None:
+        return None
     return hmac.new(key, f"{job_id}\n{expires}".encode(), hashlib.sha256).hexdigest()
 
 
 def sign(job_id: str, seconds: int = DEFAULT_LINK_SECONDS, now: float | None = None) -> dict[str, str]:
     """Query parameters that open ``job_id``'s artifacts for ``seconds``."""
     expires = int((time.time() if now is None else now) + seconds)
-    return {"expires": str(expires), "sig": _signature(job_id, expires)}
+    sig = _signature(job_id, expires)
+    if sig is None:
+        raise ConfigError("PREVIEW_SIGNING_KEY (or PREVIEW_API_KEYS): needed to sign artifact links")
+    return {"expires": str(expires), "sig": sig}
 
 
 def signature_ok(job_id: str, expires: str | None, sig: str | None, now: float | None = None) -> bool:
@@ -61,4 +72,5 @@ def signature_ok(job_id: str, expires: str | None, sig: str | None, now: float |
         return False
     if int(expires) < (time.time() if now is None else now):
         return False
-    return hmac.compare_digest(_signature(job_id, int(expires)), sig)
+    expected = _signature(job_id, int(expires))
+    return expected is not None and hmac.compare_digest(expected, sig)

@@ -3,6 +3,11 @@
 Writes, status and operator endpoints need ``Authorization: Bearer <API key>``.
 Artifacts and the review page open with that key or with the expiring signed link
 that a status response hands out (so a browser ``<video>`` can play it).
+
+Nothing blocks the event loop: every handler that touches Redis or a file is a plain
+``def`` (Starlette runs it in its thread pool), and the submit handler, which reads
+its body asynchronously, hands the submission itself to that pool. So one slow Redis
+call delays only its own request, and ``/healthz`` answers at once.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from urllib.parse import urlencode
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.concurrency import run_in_threadpool
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import access, client, dlq, health, metrics
@@ -119,6 +125,9 @@ def create_app() -> FastAPI:
         body = await _read_body(request, limit)
         if body is None:
             return _error(413, f"the body is larger than {limit} bytes")
+        return await run_in_threadpool(_submit, body)
+
+    def _submit(body: bytes) -> Response:
         try:
             result = client.submit(parse_json(body))
         except InvalidPayload as exc:
@@ -132,7 +141,7 @@ def create_app() -> FastAPI:
 
     @app.get("/v1/previews/{job_id}", tags=["previews"],
              responses={401: {"description": "no API key"}, 404: {"description": "unknown job"}})
-    async def preview_status(job_id: str, request: Request) -> Response:
+    def preview_status(job_id: str, request: Request) -> Response:
         if (denied := _needs_key(request)) is not None:
             return denied
         return JSONResponse(_with_links(client.status(job_id)))
@@ -140,7 +149,7 @@ def create_app() -> FastAPI:
     @app.get("/v1/previews/{job_id}/artifacts/{name}", tags=["previews"],
              responses={403: {"description": "bad or expired signature"},
                         404: {"description": "no such job or file"}, 206: {"description": "a range"}})
-    async def artifact(job_id: str, name: str, request: Request) -> Response:
+    def artifact(job_id: str, name: str, request: Request) -> Response:
         if not _may_read_job(request, job_id):
             return _error(403, "a valid signed link or an API key is required")
         folder, files, _ = _stored(job_id)
@@ -160,7 +169,7 @@ def create_app() -> FastAPI:
         return response
 
     @app.get("/previews/{job_id}", response_class=HTMLResponse, tags=["review"])
-    async def review_page(job_id: str, request: Request) -> Response:
+    def review_page(job_id: str, request: Request) -> Response:
         if not _may_read_job(request, job_id):
             return _error(403, "a valid signed link or an API key is required")
         status = client.status(job_id)
@@ -168,20 +177,20 @@ def create_app() -> FastAPI:
         return HTMLResponse(_page(status, files, data, request.query_params))
 
     @app.get("/v1/queues", tags=["operators"])
-    async def queues(request: Request) -> Response:
+    def queues(request: Request) -> Response:
         if (denied := _needs_key(request)) is not None:
             return denied
         return JSONResponse(client.queue_stats())
 
     @app.get("/v1/dead-letters", tags=["operators"])
-    async def dead_letters(request: Request) -> Response:
+    def dead_letters(request: Request) -> Response:
         if (denied := _needs_key(request)) is not None:
             return denied
         return JSONResponse(dlq.list_letters())
 
     @app.post("/v1/dead-letters/{job_id}/replay", tags=["operators"],
               responses={404: {"description": "no dead letter for this job"}})
-    async def replay(job_id: str, request: Request) -> Response:
+    def replay(job_id: str, request: Request) -> Response:
         if (denied := _needs_key(request)) is not None:
             return denied
         try:
@@ -274,7 +283,9 @@ if (v) v.addEventListener("loadedmetadata", () => {{ document.body.dataset.durat
 </body></html>"""
 
 
-def serve(host: str, port: int) -> None:
+def serve(host: str, port: int, workers: int = 1) -> None:
+    """Serve with ``workers`` processes (uvicorn's own supervisor when more than one)."""
     import uvicorn  # the server, needed only by `mobius-preview api`, not by create_app()
 
-    uvicorn.run(create_app(), host=host, port=port, log_config=None, proxy_headers=False)
+    uvicorn.run("mobius_preview.api:create_app", factory=True, host=host, port=port, workers=workers,
+                log_config=None, proxy_headers=False)

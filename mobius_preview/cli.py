@@ -142,7 +142,7 @@ def cmd_api(args: argparse.Namespace) -> int:
     from . import api, logs
 
     logs.configure()
-    api.serve(args.host, args.port)
+    api.serve(args.host, args.port, args.workers)
     return 0
 
 
@@ -198,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("api", help="serve the HTTP API (uvicorn)")
     p.add_argument("--host", default=os.environ.get("API_HOST", "127.0.0.1"))
     p.add_argument("--port", type=int, default=int(os.environ.get("API_PORT", "8080")))
+    p.add_argument("--workers", type=int, default=int(os.environ.get("API_WORKERS", "1")),
+                   help="API processes (each serves every request; links signed by one open in all)")
     p.set_defaults(func=cmd_api)
 
     p = sub.add_parser("exporter", help="run celery-exporter (own pinned venv, made on first use)")

