@@ -15,6 +15,8 @@ from __future__ import annotations
 import html
 import json
 import mimetypes
+import re
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -23,15 +25,17 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sse_starlette.sse import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
-from . import access, client, dlq, health, metrics
+from . import access, client, dlq, health, metrics, records
 from .config import settings
 from .errors import BrokerUnavailable, InvalidPayload, JobNotFound, QueueFull
 from .render import manifest as manifest_file
 from .schema import parse_json, schema
 
 RETRY_AFTER_SECONDS = 30
+_STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 CONTENT_TYPES = {".mp4": "video/mp4", ".webm": "video/webm", ".png": "image/png",
                  ".vtt": "text/vtt; charset=utf-8", ".srt": "application/x-subrip; charset=utf-8",
                  ".json": "application/json"}
@@ -94,6 +98,20 @@ def _stored(job_id: str) -> tuple[Path, dict[str, dict[str, Any]], dict[str, Any
     return folder, files, data
 
 
+async def _events(job_id: str, after: str, request: Request) -> AsyncIterator[dict[str, str]]:
+    """The job's stream from ``after`` on, until its last state (asyncio Redis: no thread held)."""
+    conn = records.async_client()
+    key = records.events_key(job_id)
+    while not await request.is_disconnected():
+        reply = await conn.xread({key: after}, block=int(records.EVENT_BLOCK * 1000), count=100)
+        for _, entries in reply or []:
+            for ident, fields in entries:
+                after = ident
+                yield {"id": ident, "event": fields["type"], "data": fields["data"]}
+                if fields["type"] == "state" and json.loads(fields["data"]).get("state") in records.ENDED:
+                    return
+
+
 def create_app() -> FastAPI:
     app = FastAPI(
         title="mobius-preview",
@@ -145,6 +163,28 @@ def create_app() -> FastAPI:
         if (denied := _needs_key(request)) is not None:
             return denied
         return JSONResponse(_with_links(client.status(job_id)))
+
+    @app.get("/v1/previews/{job_id}/events", tags=["previews"],
+             responses={200: {"description": "text/event-stream of the job's changes"},
+                        400: {"description": "bad Last-Event-ID"}, 404: {"description": "unknown job"}})
+    async def preview_events(job_id: str, request: Request) -> Response:
+        """Server-Sent Events: every change of the job (state, progress, error) in order,
+        ending with its last state. Reconnect with ``Last-Event-ID`` to miss nothing."""
+        if (denied := _needs_key(request)) is not None:
+            return denied
+        after = request.headers.get("last-event-id") or "0-0"
+        if not _STREAM_ID.match(after):
+            return _error(400, "Last-Event-ID must be an id this stream sent (like 1700000000000-0)")
+        await run_in_threadpool(client.status, job_id)  # 404 for an unknown job
+        return EventSourceResponse(_events(job_id, after, request), ping=15)
+
+    @app.delete("/v1/previews/{job_id}", tags=["previews"], status_code=202,
+                responses={202: {"description": "cancelled, or asked to stop (running)"},
+                           404: {"description": "unknown job"}})
+    def cancel_preview(job_id: str, request: Request) -> Response:
+        if (denied := _needs_key(request)) is not None:
+            return denied
+        return JSONResponse(_with_links(client.cancel(job_id)), status_code=202)
 
     @app.get("/v1/previews/{job_id}/artifacts/{name}", tags=["previews"],
              responses={403: {"description": "bad or expired signature"},

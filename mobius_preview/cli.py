@@ -70,8 +70,34 @@ def cmd_submit(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from . import client
 
-    _print(client.wait(args.job_id, args.timeout) if args.wait else client.status(args.job_id))
+    if args.wait:
+        _follow(args.job_id, args.timeout)
+    _print(client.status(args.job_id))
     return 0
+
+
+def _follow(job_id: str, timeout: float) -> None:
+    """Show the job's progress until it ends: a bar on a terminal, one line a change when piped."""
+    from .results import follow
+
+    if not sys.stdout.isatty():
+        for kind, event in follow(job_id, timeout):
+            if kind == "progress":
+                print(f"progress {event['percent']:5.1f}% {event['stage']}", flush=True)
+            else:
+                print(" ".join(str(v) for k, v in event.items() if k != "at" and v is not None), flush=True)
+        return
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("{task.description:<24}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn())
+    with Progress(*columns, transient=False) as bar:
+        task = bar.add_task(job_id, total=100)
+        for kind, event in follow(job_id, timeout):
+            if kind == "progress":
+                bar.update(task, completed=event["percent"], description=event["stage"])
+            else:
+                done = 100 if event["state"] == "succeeded" else None
+                bar.update(task, description=event["state"], completed=done)
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
@@ -175,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=300)
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("cancel", help="cancel a job that has not started")
+    p = sub.add_parser("cancel", help="cancel a job (a running render is stopped)")
     p.add_argument("job_id")
     p.set_defaults(func=cmd_cancel)
 

@@ -18,12 +18,15 @@ __all__ = ["TERMINAL", "PreviewResult", "cancel", "queue_stats", "status", "subm
 
 
 def cancel(job_id: str) -> dict[str, Any]:
-    """Cancel a job that has not started (queued or waiting for a retry)."""
-    current = status(job_id)
-    if current["state"] not in ("queued", "retrying"):
-        return current
-    app.control.revoke(job_id)
-    records.update(job_id, state="failed", error="cancelled", finishedAt=records.now_iso())
+    """Cancel a job: one not started ends ``cancelled`` at once; a running one is asked
+    to stop (its worker kills the render within a second or two, then it ends
+    ``cancelled``; ``wait`` tells when). A finished job is left as it is. Returns its
+    status; a cancelled jobId may be submitted again."""
+    status(job_id)  # JobNotFound for an unknown job
+    with records.reaching_redis():
+        found = records.cancel(job_id)
+    if found in ("queued", "retrying"):
+        app.control.revoke(job_id)  # workers that already hold the message skip it at once
     return status(job_id)
 
 

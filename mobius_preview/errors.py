@@ -64,6 +64,11 @@ class EncoderError(TransientError):
     """ffmpeg failed for a reason that is not the job's fault; carries ffmpeg's output."""
 
 
+class Cancelled(MobiusError):
+    """A running render was stopped because its job was cancelled: neither retried nor
+    dead-lettered; the job ends ``cancelled``."""
+
+
 class QueueFull(MobiusError):
     """Submissions are refused while PREVIEW_QUEUE_MAX jobs are waiting."""
 

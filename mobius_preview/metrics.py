@@ -27,7 +27,7 @@ from prometheus_client.core import GaugeMetricFamily
 
 from . import records
 
-OUTCOMES = ("succeeded", "failed", "retried", "dead", "dry_run", "cache_hit", "invalid")
+OUTCOMES = ("succeeded", "failed", "retried", "dead", "dry_run", "cache_hit", "invalid", "cancelled")
 # Renders run from a tenth of a second (cache hits, dry runs) to the 10-minute limit.
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, float("inf"))
 WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, float("inf"))

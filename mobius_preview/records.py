@@ -23,12 +23,15 @@ from typing import Any
 
 import kombu.exceptions
 import redis
+import redis.asyncio
 
 from .channel import Command
 from .config import Settings, settings
 from .errors import BrokerUnavailable
 
-STATES = ("queued", "running", "retrying", "succeeded", "failed", "dead")
+STATES = ("queued", "running", "retrying", "succeeded", "failed", "dead", "cancelled")
+ENDED = ("succeeded", "failed", "dead", "cancelled")
+EVENT_BLOCK = 10.0  # seconds an event-stream reader waits for news before looking again
 
 # Fields travel as one JSON object of strings per record (a Lua table here): far
 # fewer arguments for redis-py to encode than field, value, field, value...
@@ -44,30 +47,39 @@ end
 local function hset_json(key, text)
   hset_table(key, cjson.decode(text))
 end
+-- One change of the job (a JSON object) onto its event stream, kept as long as its record.
+local function emit(stream, ttl, kind, data)
+  redis.call('XADD', stream, 'MAXLEN', '~', 500, '*', 'type', kind, 'data', data)
+  redis.call('EXPIRE', stream, ttl)
+end
 """
 
 # Accepting jobs, all in one round trip and atomically: for each job, unless its
-# jobId exists (a dead one may be replayed) or the queues hold PREVIEW_QUEUE_MAX
-# jobs, write its record and push its message onto its queue. So a job is either
-# recorded and queued, or neither. When every job was accepted, the batch's
-# task-sent events go out too (PUBLISH). KEYS: the 3 queue lists, then per job its
-# record and its queue list. ARGV: limit, replay flag, record TTL, events topic and
-# body (or empty), then per job its fields and its message.
+# jobId exists (a dead one may be replayed, a cancelled one submitted again) or the
+# queues hold PREVIEW_QUEUE_MAX jobs, write its record, start its event stream afresh
+# and push its message onto its queue. So a job is either recorded and queued, or
+# neither. When every job was accepted, the batch's task-sent events go out too
+# (PUBLISH). KEYS: the 3 queue lists, then per job its record, its queue list and its
+# event stream. ARGV: limit, replay flag, record TTL, events topic and body (or
+# empty), now, then per job its fields and its message.
 _ACCEPT = _HSET_JSON + """
 local limit, replay, ttl = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 local depth = redis.call('LLEN', KEYS[1]) + redis.call('LLEN', KEYS[2]) + redis.call('LLEN', KEYS[3])
-local out, jobs, accepted = {}, (#KEYS - 3) / 2, 0
+local out, jobs, accepted = {}, (#KEYS - 3) / 3, 0
+local queued = cjson.encode({state = 'queued', at = ARGV[6]})
 for j = 1, jobs do
-  local record, queue, fields, message = KEYS[2 + 2 * j], KEYS[3 + 2 * j], ARGV[4 + 2 * j], ARGV[5 + 2 * j]
+  local record, queue, stream = KEYS[1 + 3 * j], KEYS[2 + 3 * j], KEYS[3 + 3 * j]
+  local fields, message = ARGV[5 + 2 * j], ARGV[6 + 2 * j]
   local state = redis.call('HGET', record, 'state')
-  if state and not (replay == '1' and state == 'dead') then
+  if state and not ((replay == '1' and state == 'dead') or state == 'cancelled') then
     out[j] = 'exists:' .. state
   elseif depth >= limit then
     out[j] = 'full:' .. depth
   else
-    redis.call('DEL', record)
+    redis.call('DEL', record, stream)
     hset_json(record, fields)
     redis.call('EXPIRE', record, ttl)
+    emit(stream, ttl, 'state', queued)
     redis.call('LPUSH', queue, message)
     depth = depth + 1
     accepted = accepted + 1
@@ -82,45 +94,76 @@ return out
 # before the ack landed); otherwise count the delivery and mark it running, in one
 # round trip. When the outcome is known before the job starts (its preview is
 # stored: a cache hit), the same call also marks it succeeded, unless it was
-# delivered too often. ARGV: fields, record TTL, now, delivery limit and succeeded
-# fields (both empty for a plain start). Returns the state before, the delivery
-# count and the fields the task reads.
+# delivered too often. KEYS: record, event stream. ARGV: fields, record TTL, now,
+# delivery limit, succeeded fields and their event (both empty for a plain start),
+# the running event. Returns the state before, the delivery count and the fields the
+# task reads.
 _START = _HSET_JSON + """
 local state = redis.call('HGET', KEYS[1], 'state')
-if state == 'succeeded' or state == 'dead' or state == 'failed' then
+if state == 'succeeded' or state == 'dead' or state == 'failed' or state == 'cancelled' then
   return {state, '0', redis.call('HGET', KEYS[1], 'outcome') or '', '', '', ''}
 end
 local deliveries = redis.call('HINCRBY', KEYS[1], 'deliveries', 1)
 local before = redis.call('HMGET', KEYS[1], 'submittedTs', 'retryDelays', 'firstStartedAt')
 local fields = cjson.decode(ARGV[1])
 if not before[3] then fields['firstStartedAt'] = ARGV[3] end
-if ARGV[5] ~= '' and deliveries <= tonumber(ARGV[4]) then
+local done = ARGV[5] ~= '' and deliveries <= tonumber(ARGV[4])
+if done then
   redis.call('HINCRBY', KEYS[1], 'completions', 1)
   for name, value in pairs(cjson.decode(ARGV[5])) do fields[name] = value end
 end
 hset_table(KEYS[1], fields)
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
+emit(KEYS[2], tonumber(ARGV[2]), 'state', ARGV[7])
+if done then emit(KEYS[2], tonumber(ARGV[2]), 'state', ARGV[6]) end
 return {state or '', tostring(deliveries), '', before[1] or '', before[2] or '', before[3] or ''}
 """
 
-# ARGV: rendered flag, record TTL, succeeded fields.
+# KEYS: record, event stream. ARGV: rendered flag, record TTL, succeeded fields, event.
 _FINISH = _HSET_JSON + """
 redis.call('HINCRBY', KEYS[1], 'completions', 1)
 if ARGV[1] == '1' then redis.call('HINCRBY', KEYS[1], 'renders', 1) end
 hset_json(KEYS[1], ARGV[3])
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
+emit(KEYS[2], tonumber(ARGV[2]), 'state', ARGV[4])
 return 1
 """
 
+# A job's fields change and the change goes onto its stream (progress, retrying,
+# dead, cancelled). KEYS: record, event stream. ARGV: fields, record TTL, event kind,
+# event.
+_CHANGE = _HSET_JSON + """
+hset_json(KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
+emit(KEYS[2], tonumber(ARGV[2]), ARGV[3], ARGV[4])
+return 1
+"""
 
-# A retry is scheduled: record the error and append its delay. ARGV: error, delay,
-# now, record TTL.
-_RETRYING = """
+# Cancel: a job not started (queued, retrying) is cancelled at once; a running one
+# is asked to stop (its worker watches ``cancelRequested``). KEYS: record, event
+# stream. ARGV: now, record TTL, cancelled event. Returns the state it found.
+_CANCEL = _HSET_JSON + """
+local state = redis.call('HGET', KEYS[1], 'state')
+if state == 'queued' or state == 'retrying' or state == 'submitting' then
+  redis.call('HSET', KEYS[1], 'state', 'cancelled', 'error', 'cancelled', 'finishedAt', ARGV[1],
+             'updatedAt', ARGV[1])
+  emit(KEYS[2], tonumber(ARGV[2]), 'state', ARGV[3])
+elseif state == 'running' then
+  redis.call('HSET', KEYS[1], 'cancelRequested', ARGV[1], 'updatedAt', ARGV[1])
+end
+return state or ''
+"""
+
+
+# A retry is scheduled: record the error and append its delay. KEYS: record, event
+# stream. ARGV: error, delay, now, record TTL, event.
+_RETRYING = _HSET_JSON + """
 local delays = cjson.decode(redis.call('HGET', KEYS[1], 'retryDelays') or '[]')
 delays[#delays + 1] = tonumber(ARGV[2])
 redis.call('HSET', KEYS[1], 'state', 'retrying', 'error', ARGV[1], 'retryDelays', cjson.encode(delays),
            'updatedAt', ARGV[3])
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
+emit(KEYS[2], tonumber(ARGV[4]), 'state', ARGV[5])
 return 1
 """
 
@@ -147,6 +190,19 @@ def _client(url: str) -> redis.Redis:
     )
 
 
+@lru_cache(maxsize=4)
+def _async_client(url: str) -> redis.asyncio.Redis:
+    return redis.asyncio.Redis.from_url(
+        url.replace("redis+socket://", "unix://"), decode_responses=True,
+        socket_connect_timeout=2, socket_timeout=EVENT_BLOCK + 5, health_check_interval=15,
+    )
+
+
+def async_client(cfg: Settings | None = None) -> redis.asyncio.Redis:
+    """An asyncio client for the API's event streams (one per process: one event loop)."""
+    return _async_client((cfg or settings()).redis_url)
+
+
 def client(cfg: Settings | None = None) -> redis.Redis:
     """The shared Redis client (decoded strings) for the configured REDIS_URL."""
     return _client((cfg or settings()).redis_url)
@@ -170,6 +226,15 @@ def key(name: str, cfg: Settings | None = None) -> str:
 def job_key(job_id: str, cfg: Settings | None = None) -> str:
     cfg = cfg or settings()
     return key(f"{cfg.queue_name}.job:{job_id}", cfg)
+
+
+def events_key(job_id: str, cfg: Settings | None = None) -> str:
+    """The job's event stream: every change of state, progress and error, in order."""
+    return f"{job_key(job_id, cfg)}:events"
+
+
+def _event(state: str, **fields: Any) -> str:
+    return json.dumps({"state": state, "at": now_iso(), **fields})
 
 
 def queue_keys(cfg: Settings | None = None) -> list[str]:
@@ -211,12 +276,12 @@ def accept_many(payloads: list[dict[str, Any]], messages: list[list[Command]], *
     now, now_ts = now_iso(), time.time()
     keys = queue_keys(cfg)
     topic, body = (events[1], events[2]) if events else ("", "")
-    args: list[Any] = [cfg.queue_max, "1" if replay else "0", cfg.record_ttl, topic, body]
+    args: list[Any] = [cfg.queue_max, "1" if replay else "0", cfg.record_ttl, topic, body, now]
     for payload, commands in zip(payloads, messages, strict=True):
         if len(commands) != 1 or commands[0][0] != "lpush":
             raise RuntimeError(f"expected one LPUSH per message, got {[c[0] for c in commands]}")
         _, queue, body = commands[0]
-        keys.extend((job_key(payload["jobId"], cfg), queue))
+        keys.extend((job_key(payload["jobId"], cfg), queue, events_key(payload["jobId"], cfg)))
         args.extend((_record_fields(payload, now, now_ts), body))
     out = script(_ACCEPT)(keys=keys, args=args)
     return [tuple(item.split(":", 1)) for item in out]
@@ -238,8 +303,11 @@ def start(job_id: str, *, finished: dict[str, Any] | None = None, max_deliveries
     """
     now = now_iso()
     args = [_text({**fields, "updatedAt": now}), settings().record_ttl, now, max_deliveries,
-            _text(_succeeded(finished)) if finished is not None else ""]
-    state, deliveries, outcome, submitted, delays, first = script(_START)(keys=[job_key(job_id)], args=args)
+            _text(_succeeded(finished)) if finished is not None else "",
+            _succeeded_event(finished) if finished is not None else "",
+            _event("running", attempt=fields.get("attempts"), worker=fields.get("worker"))]
+    state, deliveries, outcome, submitted, delays, first = script(_START)(
+        keys=[job_key(job_id), events_key(job_id)], args=args)
     return {"state": state, "deliveries": int(deliveries), "outcome": outcome,
             "submittedTs": submitted, "retryDelays": delays, "firstStartedAt": first or now}
 
@@ -248,6 +316,11 @@ def _succeeded(outcome: dict[str, Any]) -> dict[str, Any]:
     now = now_iso()
     return {"state": "succeeded", "finishedAt": now, "finishedTs": repr(time.time()),
             "updatedAt": now, "error": "", "outcome": outcome}
+
+
+def _succeeded_event(outcome: dict[str, Any]) -> str:
+    return _event("succeeded", key=outcome.get("key"), cacheHit=outcome.get("cacheHit"),
+                  duration=outcome.get("duration"))
 
 
 def get(job_id: str) -> dict[str, str] | None:
@@ -273,23 +346,69 @@ def finish(job_id: str, outcome: dict[str, Any], *, rendered: bool) -> None:
     ``completions`` counts how often the job ran to success (1 unless it ran twice),
     ``renders`` how many of those encoded a video (0 for dry runs and cache hits).
     """
-    script(_FINISH)(keys=[job_key(job_id)],
-                    args=["1" if rendered else "0", settings().record_ttl, _text(_succeeded(outcome))])
+    script(_FINISH)(keys=[job_key(job_id), events_key(job_id)],
+                    args=["1" if rendered else "0", settings().record_ttl, _text(_succeeded(outcome)),
+                          _succeeded_event(outcome)])
 
 
 def retrying(job_id: str, error: str, delay: float) -> None:
     """Mark a job waiting for its retry in ``delay`` seconds, kept in ``retryDelays``."""
-    script(_RETRYING)(keys=[job_key(job_id)], args=[error, repr(delay), now_iso(), settings().record_ttl])
+    script(_RETRYING)(keys=[job_key(job_id), events_key(job_id)],
+                      args=[error, repr(delay), now_iso(), settings().record_ttl,
+                            _event("retrying", error=error, retryIn=delay)])
+
+
+def cancelled(job_id: str) -> None:
+    """A running job's render stopped on request: the job ends cancelled."""
+    now = now_iso()
+    change(job_id, "state", {"state": "cancelled", "error": "cancelled", "at": now},
+           state="cancelled", error="cancelled", finishedAt=now)
+
+
+def progress(job_id: str, stage: str, percent: float) -> None:
+    """Where a running render is: its stage and a percent (the caller keeps it rising)."""
+    change(job_id, "progress", {"stage": stage, "percent": round(percent, 1), "at": now_iso()},
+           progressStage=stage, progressPercent=round(percent, 1))
+
+
+def change(job_id: str, kind: str, event: dict[str, Any], **fields: Any) -> None:
+    """Set fields of a job and put ``event`` (of ``kind``: state, progress) on its stream."""
+    script(_CHANGE)(keys=[job_key(job_id), events_key(job_id)],
+                    args=[_text({**fields, "updatedAt": now_iso()}), settings().record_ttl, kind,
+                          json.dumps(event)])
+
+
+def cancel(job_id: str) -> str:
+    """Cancel a job that has not started, or ask its worker to stop it; returns the state found."""
+    return script(_CANCEL)(keys=[job_key(job_id), events_key(job_id)],
+                           args=[now_iso(), settings().record_ttl, _event("cancelled", error="cancelled")])
+
+
+def events(job_id: str, after: str = "0-0", block: float | None = None,
+           count: int = 100) -> list[tuple[str, str, dict[str, Any]]]:
+    """The job's events after stream id ``after``: (id, kind, event), oldest first.
+
+    ``block`` seconds: wait that long for one when there is none yet (keep it below
+    the client's 5 s socket timeout).
+    """
+    reply = client().xread({events_key(job_id): after}, count=count,
+                           block=None if block is None else max(1, int(block * 1000)))
+    return [(ident, fields["type"], json.loads(fields["data"])) for _, entries in reply or []
+            for ident, fields in entries]
 
 
 def bury(job_id: str, letter: dict[str, Any], **fields: Any) -> None:
     """Write the dead letter and mark the job dead in one transaction."""
     values = {k: (v if isinstance(v, str) else json.dumps(v)) for k, v in fields.items()}
     values.update(state="dead", updatedAt=now_iso())
+    ttl = settings().record_ttl
     pipe = client().pipeline(transaction=True)
     pipe.hset(dead_key(), job_id, json.dumps(letter))
     pipe.hset(job_key(job_id), mapping=values)
-    pipe.expire(job_key(job_id), settings().record_ttl)
+    pipe.expire(job_key(job_id), ttl)
+    pipe.xadd(events_key(job_id), {"type": "state", "data": _event("dead", error=letter.get("error"))},
+              maxlen=500, approximate=True)
+    pipe.expire(events_key(job_id), ttl)
     pipe.execute()
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from celery.result import AsyncResult
@@ -16,10 +17,14 @@ from celery.result import AsyncResult
 from . import records
 from .errors import JobFailed, JobNotFound
 
-TERMINAL = ("succeeded", "failed", "dead")
+# "failed": how jobs cancelled before they ran were recorded by earlier versions.
+TERMINAL = records.ENDED
+# The longest wait on the job's event stream between two reads of its record (below
+# the Redis client's 5 s socket timeout).
+EVENT_WAIT = 2.0
 
 _CELERY_STATES = {"queued": "PENDING", "running": "STARTED", "retrying": "RETRY",
-                  "succeeded": "SUCCESS", "failed": "FAILURE", "dead": "FAILURE"}
+                  "succeeded": "SUCCESS", "failed": "FAILURE", "dead": "FAILURE", "cancelled": "REVOKED"}
 
 
 def status(job_id: str) -> dict[str, Any]:
@@ -47,6 +52,9 @@ def status(job_id: str) -> dict[str, Any]:
         "error": record.get("error") or None,
         "errorKind": record.get("errorKind") or None,
         "retryDelays": json.loads(record.get("retryDelays") or "[]"),
+        "progress": _progress(record, state),
+        "worker": record.get("worker") or None,
+        "cancelRequested": bool(record.get("cancelRequested")),
         "cacheHit": outcome.get("cacheHit"),
         "dryRun": json.loads(record.get("dryRun") or "false"),
         "key": outcome.get("key"),
@@ -55,16 +63,47 @@ def status(job_id: str) -> dict[str, Any]:
     }
 
 
-def wait(job_id: str, timeout: float = 60.0, poll: float = 0.1) -> dict[str, Any]:
-    """Block until the job is succeeded, failed or dead; return its status."""
+def _progress(record: dict[str, str], state: str) -> dict[str, Any] | None:
+    if state == "succeeded":
+        return {"stage": "done", "percent": 100.0}
+    if "progressPercent" not in record:
+        return None
+    return {"stage": record.get("progressStage"), "percent": float(record["progressPercent"])}
+
+
+def follow(job_id: str, timeout: float = 60.0) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The job's changes in order, from the first, until it ends: ``(kind, event)``
+    with kind "state" or "progress". Raises JobNotFound, or TimeoutError after ``timeout``."""
     deadline = time.monotonic() + timeout
+    last = "0-0"
+    status(job_id)
     while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"job {job_id!r} still {status(job_id)['state']} after {timeout:.0f} s")
+        with records.reaching_redis():
+            news = records.events(job_id, after=last, block=min(EVENT_WAIT, left))
+        for ident, kind, event in news:
+            last = ident
+            yield kind, event
+            if kind == "state" and event.get("state") in TERMINAL:
+                return
+        if not news and status(job_id)["state"] in TERMINAL:
+            return  # ended without a stream: a record written by an earlier version
+
+
+def wait(job_id: str, timeout: float = 60.0, poll: float | None = None) -> dict[str, Any]:
+    """Block until the job has ended (succeeded, dead, cancelled); return its status.
+
+    Woken by the job's event stream (``follow``), not by polling. ``poll`` is
+    accepted from callers of earlier versions and not needed.
+    """
+    current = status(job_id)
+    if current["state"] not in TERMINAL:
+        for _ in follow(job_id, timeout):
+            pass
         current = status(job_id)
-        if current["state"] in TERMINAL:
-            return current
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"job {job_id!r} still {current['state']} after {timeout:.0f} s")
-        time.sleep(poll)
+    return current
 
 
 class PreviewResult(AsyncResult):

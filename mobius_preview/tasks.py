@@ -24,8 +24,10 @@ from . import logs, metrics, records, render, storage
 from .accept import TASK_NAME, submit
 from .app import app
 from .config import settings
-from .errors import InvalidPayload, PermanentError
+from .errors import Cancelled, InvalidPayload, PermanentError
+from .render.control import Control
 from .schema import validate_payload
+from .watch import JobWatch
 
 log = logging.getLogger("mobius_preview.tasks")
 
@@ -44,7 +46,7 @@ class PreviewTask(Task):
     # then drop the message (Reject); unacknowledged, it comes back after the
     # visibility timeout instead.
     autoretry_for = (Exception,)
-    dont_autoretry_for = (PermanentError, redis.RedisError)
+    dont_autoretry_for = (PermanentError, Cancelled, redis.RedisError)
     retry_backoff = settings().retry_backoff
     retry_backoff_max = settings().retry_backoff_max
     retry_jitter = False
@@ -133,13 +135,13 @@ def render_preview(self: PreviewTask, payload: Any = None, *extra: Any, **unexpe
         # 2. Start: count the delivery and mark it running (or, for a cache hit, succeeded).
         record = records.start(job_id, finished=known, max_deliveries=deliveries_limit, **ident,
                                state="running", attempts=attempt, startedAt=records.now_iso(),
-                               startedTs=time.time())
+                               startedTs=time.time(), worker=self.request.hostname)
         if record["state"] == "succeeded" and record["outcome"]:
             # Redelivered after the job finished but before its message was acked.
             return _summary(json.loads(record["outcome"]))
-        if record["state"] in ("dead", "failed"):
-            if record["state"] == "failed":
-                metrics.job_finished("failed", ident["priority"])  # cancelled before it ran
+        if record["state"] in ("dead", "failed", "cancelled"):
+            if record["state"] != "dead":
+                metrics.job_finished("cancelled", ident["priority"])  # cancelled before it ran
             return {"jobId": job_id, "skipped": record["state"]}
         if problem:
             raise PermanentError(problem)
@@ -147,13 +149,21 @@ def render_preview(self: PreviewTask, payload: Any = None, *extra: Any, **unexpe
             raise PermanentError(f"the job was delivered {record['deliveries']} times: it kills its worker")
         metrics.job_started(ident["priority"], record["submittedTs"] or None)
 
-        # 3. Reuse the stored preview, or render one (a failure here is retried).
+        # 3. Reuse the stored preview, or render one (a failure here is retried; a
+        #    cancel request stops it).
         if known is not None:
             outcome = known  # records.start marked the job succeeded already
         else:
             log.info("job started")
-            with metrics.in_progress():
-                outcome = execute(payload, located)
+            watch = JobWatch(job_id, self.send_event)
+            try:
+                with metrics.in_progress(), watch.running() as control:
+                    outcome = execute(payload, located, control)
+            except Cancelled:
+                records.cancelled(job_id)
+                metrics.job_finished("cancelled", ident["priority"])
+                log.info("job cancelled while running")
+                return {"jobId": job_id, "skipped": "cancelled"}
             # 4. Finish.
             records.finish(job_id, outcome, rendered=not (outcome["cacheHit"] or outcome["dryRun"]))
         kind = "dry_run" if outcome["dryRun"] else "cache_hit" if outcome["cacheHit"] else "succeeded"
@@ -193,22 +203,28 @@ def _look_ahead(payload: Any) -> tuple[Located | None, dict[str, Any] | None]:
         return located, None
 
 
-def execute(payload: Any, located: Located | None = None) -> dict[str, Any]:
+def execute(payload: Any, located: Located | None = None, control: Control | None = None) -> dict[str, Any]:
     """Reuse the stored preview or render one, and index it for the job.
 
-    ``located`` is ``locate(payload)`` when this attempt has done it already.
+    ``located`` is ``locate(payload)`` when this attempt has done it already;
+    ``control`` follows the render and can stop it.
     """
     cfg = settings()
+    control = control or Control()
     located = located or locate(payload)
     identified, folder, started = located
     job = identified.job
     cache_hit = folder is not None
     timings: dict[str, float] = {}
     if folder is None:
+        control.progress("assets", 5)
         prepared = render.prepare(identified, cfg.max_video_seconds, storage.asset_facts_dir())
         workdir = storage.new_workdir(identified.key)
         try:
-            timings = render.render(prepared, workdir, timeout=cfg.soft_time_limit)["timings"]
+            rendered = render.render(prepared, workdir, timeout=cfg.soft_time_limit, control=control)
+            timings = rendered["timings"]
+            control.check()
+            control.progress("publish", 97)
             folder = storage.publish(workdir, identified.key)
         except BaseException:
             storage.discard(workdir)

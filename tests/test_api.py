@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import subprocess
 import sys
@@ -245,3 +246,53 @@ def test_review_page_in_a_real_browser(http, worker, tmp_path):
     artifacts = Path(__file__).resolve().parent.parent / "test-artifacts"
     artifacts.mkdir(exist_ok=True)
     shutil.copy(shot, artifacts / "review-page.png")
+
+
+def _sse(http, job_id: str, last_id: str | None = None, limit: int | None = None) -> list[dict]:
+    """Events of the job's stream as the API sends them (id, event, data), up to ``limit``."""
+    headers = dict(AUTH, **({"Last-Event-ID": last_id} if last_id else {}))
+    events: list[dict] = []
+    current: dict = {}
+    with http.stream("GET", f"/v1/previews/{job_id}/events", headers=headers, timeout=60) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for line in response.iter_lines():
+            if not line:
+                if "data" in current:
+                    events.append(current)
+                    if limit and len(events) >= limit:
+                        break
+                current = {}
+            elif not line.startswith(":"):
+                field, _, value = line.partition(":")
+                current[field] = value.strip() if field != "data" else json.loads(value)
+    return events
+
+
+def test_event_stream_shows_queued_running_progress_succeeded_and_resumes(http, worker):
+    job = tiny_render_job()
+    steps = job["previewRequest"]["steps"]
+    job["previewRequest"]["steps"] = [dict(steps[n % 2], id=f"s{n}") for n in range(6)]  # progress steps
+    assert http.post("/v1/previews", json=job, headers=AUTH).status_code == 202
+    events = _sse(http, job["jobId"])
+    print([(e["event"], e["data"].get("state") or e["data"]["stage"]) for e in events])
+    states = [e["data"]["state"] for e in events if e["event"] == "state"]
+    assert states == ["queued", "running", "succeeded"], events
+    kinds = [e["event"] for e in events]
+    assert kinds.index("progress") > kinds.index("state") and kinds[-1] == "state"
+    percents = [e["data"]["percent"] for e in events if e["event"] == "progress"]
+    assert len(percents) >= 3 and percents == sorted(percents) and percents[-1] < 100, percents
+    assert [e["id"] for e in events] == sorted(e["id"] for e in events)  # stream ids only rise
+    # Reconnecting after the third event misses nothing and repeats nothing.
+    head = _sse(http, job["jobId"], limit=3)
+    rest = _sse(http, job["jobId"], last_id=head[-1]["id"])
+    assert [e["id"] for e in head + rest] == [e["id"] for e in events]
+    status = http.get(f"/v1/previews/{job['jobId']}", headers=AUTH).json()
+    assert status["progress"] == {"stage": "done", "percent": 100.0}
+
+
+def test_event_stream_needs_a_key_and_a_known_job(http):
+    assert http.get("/v1/previews/nope/events").status_code == 401
+    assert http.get("/v1/previews/nope/events", headers=AUTH).status_code == 404
+    bad = http.get("/v1/previews/nope/events", headers=dict(AUTH, **{"Last-Event-ID": "x"}))
+    assert bad.status_code == 400

@@ -137,7 +137,7 @@ def test_cancel_a_queued_job(make_job):
     job = make_job()
     mobius_preview.submit(job)
     st = client.cancel(job["jobId"])
-    assert st["state"] == "failed" and st["error"] == "cancelled"
+    assert st["state"] == "cancelled" and st["error"] == "cancelled"
 
 
 def test_queue_stats_reports_depth_and_oldest_age(make_job):

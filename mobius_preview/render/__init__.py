@@ -25,6 +25,7 @@ from PIL import Image
 
 from . import assets as asset_checks
 from . import captions, encode, ffmpeg, manifest, slides, text
+from .control import Control
 from .plan import Plan, build
 
 RENDERER_VERSION = "1.1.0"  # 1.1: Noto fonts per character, shaping, mirrored right-to-left
@@ -94,8 +95,13 @@ class _Stages:
             self.seconds[name] = round(time.perf_counter() - start, 4)
 
 
-def render(prepared: Prepared, out: Path, *, timeout: float) -> dict[str, Any]:
-    """Write the preview (or, for a dry run, only the manifest) into ``out``."""
+def render(prepared: Prepared, out: Path, *, timeout: float,
+           control: Control | None = None) -> dict[str, Any]:
+    """Write the preview (or, for a dry run, only the manifest) into ``out``.
+
+    ``control`` follows it (progress) and can stop it (Cancelled).
+    """
+    control = control or Control()
     job, plan = prepared.job, prepared.plan
     stages = _Stages()
     info: dict[str, Any] = {
@@ -116,7 +122,7 @@ def render(prepared: Prepared, out: Path, *, timeout: float) -> dict[str, Any]:
         "warnings": text_warnings(plan),
     }
     if not job.get("dryRun"):
-        info["output"] = _render_media(plan, out, stages, timeout)
+        info["output"] = _render_media(plan, out, stages, timeout, control)
     info["timings"] = stages.seconds
     return manifest.write(out, info)
 
@@ -143,7 +149,7 @@ def warm() -> None:
     text.warm()
 
 
-def _render_media(plan: Plan, out: Path, stages: _Stages, timeout: float) -> dict[str, Any]:
+def _render_media(plan: Plan, out: Path, stages: _Stages, timeout: float, control: Control) -> dict[str, Any]:
     """Audio on one thread; slides, then the video, on this one; the audio thread writes the file."""
     scratch = out / ".scratch"
     scratch.mkdir()
@@ -151,14 +157,15 @@ def _render_media(plan: Plan, out: Path, stages: _Stages, timeout: float) -> dic
     video_ready: Future[Path] = Future()
     with ThreadPoolExecutor(max_workers=1) as pool:
         audio = pool.submit(stages.timed, "audio_and_mux", encode.audio_and_mux, plan, scratch,
-                            video_ready, video, timeout=timeout)
+                            video_ready, video, timeout=timeout, stop=control.stop)
         try:
-            video_ready.set_result(_slides_and_video(plan, out, scratch, stages, timeout))
+            video_ready.set_result(_slides_and_video(plan, out, scratch, stages, timeout, control))
         except BaseException as exc:
             video_ready.set_exception(exc)
             raise
         finally:
             with stages.stage("wait_audio"):
+                control.progress("audio", 90)
                 gain = audio.result()
     shutil.rmtree(scratch)
     with stages.stage("probe"):
@@ -166,11 +173,15 @@ def _render_media(plan: Plan, out: Path, stages: _Stages, timeout: float) -> dic
     return {"file": video.name, "gainDb": gain, **facts}
 
 
-def _slides_and_video(plan: Plan, out: Path, scratch: Path, stages: _Stages, timeout: float) -> Path:
+def _slides_and_video(plan: Plan, out: Path, scratch: Path, stages: _Stages, timeout: float,
+                      control: Control) -> Path:
     frames: list[tuple[Path, float]] = []
     thumbs = []
     with stages.stage("slides"):
         for slide in plan.slides:
+            control.check()
+            control.progress(f"slides {slide.index + 1}/{len(plan.slides)}",
+                             10 + 50 * slide.index / len(plan.slides))
             picture = slides.draw(plan, slide)
             path = scratch / f"slide-{slide.index:03d}.bmp"  # uncompressed: quickest both ways
             picture.save(path)
@@ -180,12 +191,13 @@ def _slides_and_video(plan: Plan, out: Path, scratch: Path, stages: _Stages, tim
                                          Image.Resampling.BILINEAR, reducing_gap=2.0))
             frames.append((path, slide.duration))
     with stages.stage("video"):
+        control.progress("video", 60)
         encoding, track = encode.start_video(plan, frames, scratch)
         slides.contact_sheet(thumbs).save(out / "contact-sheet.png", compress_level=6)
         if plan.include_captions:
             (out / "captions.srt").write_text(captions.srt(plan), encoding="utf-8")
             (out / "captions.vtt").write_text(captions.vtt(plan), encoding="utf-8")
-        encoding.finish(timeout)
+        encoding.finish(timeout, control.stop)
     return track
 
 

@@ -16,6 +16,7 @@ requested frame grid (video time base 1/fps).
 from __future__ import annotations
 
 import re
+import threading
 from concurrent.futures import Future
 from pathlib import Path
 
@@ -126,7 +127,7 @@ def gain_db(plan: Plan, mix_log: str) -> float | None:
 
 
 def audio_and_mux(plan: Plan, scratch: Path, video_ready: Future[Path], out: Path, *,
-                  timeout: float) -> float | None:
+                  timeout: float, stop: threading.Event | None = None) -> float | None:
     """Mix and measure the audio, then encode it into ``out`` beside the finished video.
 
     Runs on its own thread while the slides are drawn and the video is encoded:
@@ -135,14 +136,14 @@ def audio_and_mux(plan: Plan, scratch: Path, video_ready: Future[Path], out: Pat
     Returns the gain applied (None when the job does not normalise).
     """
     wav = scratch / "audio.wav"
-    gain = gain_db(plan, start_mix(plan, wav).finish(timeout))
+    gain = gain_db(plan, start_mix(plan, wav).finish(timeout, stop))
     video = video_ready.result(timeout=timeout)
     level = ["-af", f"volume={gain}dB,alimiter=limit={PEAK_LIMIT:.4f}:level=0"] if gain is not None else []
     codec = CODECS[plan.format]
     ffmpeg.run(["-v", "error", "-y", "-i", str(wav), "-i", str(video), "-map", "1:v", "-map", "0:a",
                 "-c:v", "copy", *level, *codec["audio"], *codec["container"],
                 "-t", f"{plan.duration:.6f}", str(out)],
-               timeout=timeout, what=f"encoding audio into {out.name}")
+               timeout=timeout, what=f"encoding audio into {out.name}", stop=stop)
     return gain
 
 

@@ -11,12 +11,15 @@ import json
 import re
 import shutil
 import subprocess
+import threading
+import time
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from ..config import settings
-from ..errors import EncoderError
+from ..errors import Cancelled, EncoderError
+from .control import POLL_SECONDS
 
 _TAIL = 3000
 
@@ -45,19 +48,52 @@ def describe_binaries() -> dict[str, str | None]:
     return {"ffmpeg": ffmpeg_exe(), "ffprobe": ffprobe_exe()}
 
 
-def run(args: list[str], *, timeout: float | None = None, what: str = "ffmpeg") -> str:
-    """Run ffmpeg with ``args``; raise EncoderError carrying the end of its output on failure."""
+def run(args: list[str], *, timeout: float | None = None, what: str = "ffmpeg",
+        stop: threading.Event | None = None) -> str:
+    """Run ffmpeg with ``args``; raise EncoderError carrying the end of its output on
+    failure, Cancelled (the process killed) as soon as ``stop`` is set."""
     cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", *args]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise EncoderError(f"{what} timed out after {timeout:.0f} s") from exc
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                errors="replace")
     except OSError as exc:
         raise EncoderError(f"{what} could not start ({cmd[0]}): {exc}") from exc
+    deadline = None if timeout is None else time.monotonic() + timeout
+    chunks: list[str] = []
+    try:
+        while True:
+            try:
+                _, err = proc.communicate(timeout=_poll(deadline, stop))
+                chunks.append(err)
+                break
+            except subprocess.TimeoutExpired:
+                _stop_or_time_out(proc, what, timeout, deadline, stop)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    stderr = "".join(chunks)
     if proc.returncode != 0:
-        tail = proc.stderr[-_TAIL:].strip()
-        raise EncoderError(f"{what} failed with exit code {proc.returncode}:\n{tail}")
-    return proc.stderr
+        raise EncoderError(f"{what} failed with exit code {proc.returncode}:\n{stderr[-_TAIL:].strip()}")
+    return stderr
+
+
+def _poll(deadline: float | None, stop: threading.Event | None) -> float | None:
+    """How long to wait on ffmpeg before looking at ``stop`` and the deadline again."""
+    if stop is None:
+        return None if deadline is None else max(0.0, deadline - time.monotonic())
+    left = POLL_SECONDS if deadline is None else min(POLL_SECONDS, deadline - time.monotonic())
+    return max(0.0, left)
+
+
+def _stop_or_time_out(proc: subprocess.Popen, what: str, timeout: float | None, deadline: float | None,
+                      stop: threading.Event | None) -> None:
+    if stop is not None and stop.is_set():
+        proc.kill()
+        raise Cancelled(f"{what}: cancelled")
+    if deadline is not None and time.monotonic() >= deadline:
+        proc.kill()
+        raise EncoderError(f"{what} timed out after {timeout:.0f} s")
 
 
 class Running:
@@ -76,16 +112,23 @@ class Running:
             self._fh.close()
             raise EncoderError(f"{what} could not start: {exc}") from exc
 
-    def finish(self, timeout: float | None) -> str:
+    def finish(self, timeout: float | None, stop: threading.Event | None = None) -> str:
+        """Wait for the process; EncoderError on failure or time-out, Cancelled on ``stop``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         try:
-            code = self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired as exc:
-            self.proc.kill()
-            self.proc.wait()
-            raise EncoderError(f"{self.what} timed out after {timeout:.0f} s") from exc
+            while True:
+                try:
+                    code = self.proc.wait(timeout=_poll(deadline, stop))
+                    break
+                except subprocess.TimeoutExpired:
+                    _stop_or_time_out(self.proc, self.what, timeout, deadline, stop)
+        except BaseException:
+            self._fh.close()
+            raise
         finally:
             if self.proc.poll() is None:
                 self.proc.kill()
+                self.proc.wait()
         self._fh.seek(0)
         output = self._fh.read()
         self._fh.close()
