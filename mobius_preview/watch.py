@@ -34,12 +34,12 @@ class JobWatch:
         self._last_kind = ""
 
     def report(self, stage: str, percent: float) -> None:
-        percent = max(self._percent, min(100.0, percent))
+        self._percent = percent = max(self._percent, min(100.0, percent))
         kind = stage.split()[0]
         now = time.monotonic()
         if kind == self._last_kind and now - self._last_at < MIN_INTERVAL:
             return
-        self._percent, self._last_at, self._last_kind = percent, now, kind
+        self._last_at, self._last_kind = now, kind
         try:
             records.progress(self.job_id, stage, percent)
             if self._send_event is not None:
