@@ -18,7 +18,7 @@ from . import logs, metrics, records
 from .app import app
 from .channel import Command
 from .config import settings
-from .errors import BrokerUnavailable, InvalidPayload, MobiusError, QueueFull
+from .errors import BrokerUnavailable, InvalidPayload, MobiusError, PayloadIssue, QueueFull
 from .results import PreviewResult
 from .schema import validate_payload
 
@@ -53,6 +53,9 @@ def submit_many(payloads: list[Any], *, replay: bool = False) -> list[PreviewRes
     for i, payload in enumerate(payloads):
         try:
             job = validate_payload(payload)
+            if job.get("webhook") and not settings().webhook_secret:
+                raise InvalidPayload([PayloadIssue("$.webhook", "config", "this service has no "
+                                                   "PREVIEW_WEBHOOK_SECRET, so it cannot sign webhooks")])
         except InvalidPayload as exc:
             results[i] = exc
             continue

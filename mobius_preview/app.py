@@ -39,7 +39,7 @@ if settings().metrics_port is not None and _is_worker_process():
     # process aggregates.
     prepare_multiprocess(settings().data_dir / "prometheus" / f"worker-{os.getpid()}")
 
-app = Celery("mobius_preview", include=["mobius_preview.tasks"])
+app = Celery("mobius_preview", include=["mobius_preview.tasks", "mobius_preview.webhooks"])
 app.config_from_object("mobius_preview.celeryconfig")
 # Host processes capture messages through it (accept) and workers read queues with it.
 channel.install()

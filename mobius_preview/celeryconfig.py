@@ -25,7 +25,12 @@ event_serializer = "json"
 # per-message priority levels: on Redis they would override queue order and hide
 # messages from LLEN and from celery-exporter's celery_queue_length.
 _exchange = Exchange(_s.queue_name, type="direct")
-task_queues = [Queue(_s.queue(p), _exchange, routing_key=_s.queue(p)) for p in _s.priorities]
+# Webhook deliveries (short, time-limited POSTs) come first so a host hears of a
+# finished job before more renders start; see docs/operations.md for a separate
+# webhook worker.
+task_queues = [Queue(_s.webhook_queue, _exchange, routing_key=_s.webhook_queue),
+               *(Queue(_s.queue(p), _exchange, routing_key=_s.queue(p)) for p in _s.priorities)]
+task_routes = {"mobius_preview.deliver_webhook": {"queue": _s.webhook_queue}}
 task_default_queue = _s.queue("normal")
 task_default_exchange = _s.queue_name
 task_default_routing_key = _s.queue("normal")

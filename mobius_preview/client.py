@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import records
+from . import records, webhooks
 from .accept import submit, submit_many
 from .app import app
 from .config import settings
@@ -25,9 +25,11 @@ def cancel(job_id: str) -> dict[str, Any]:
     status(job_id)  # JobNotFound for an unknown job
     with records.reaching_redis():
         found = records.cancel(job_id)
+    current = status(job_id)
     if found in ("queued", "retrying"):
         app.control.revoke(job_id)  # workers that already hold the message skip it at once
-    return status(job_id)
+        webhooks.notify(job_id, (current["webhook"] or {}).get("url"), "cancelled", current)
+    return current
 
 
 def queue_stats() -> dict[str, Any]:

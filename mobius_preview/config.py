@@ -8,6 +8,7 @@ deep inside a render an hour later. Tests change the environment and call
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import shutil
@@ -15,6 +16,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from standardwebhooks import Webhook
 
 from .errors import ConfigError
 
@@ -48,7 +51,19 @@ class Settings:
     metrics_port: int | None
     api_keys: tuple[str, ...] = field(repr=False)
     signing_key: str = field(repr=False)
+    webhook_secret: str = field(default="", repr=False)
+    webhook_allow: tuple[str, ...] = ()
+    webhook_max_tries: int = 8
+    webhook_timeout: int = 5
     api_max_body: int = 1_000_000
+
+    @property
+    def webhook_queue(self) -> str:
+        return f"{self.queue_name}.webhooks"
+
+    @property
+    def webhook_dead_key(self) -> str:
+        return f"{self.queue_name}.webhooks.dead"
 
     @property
     def priorities(self) -> tuple[str, str, str]:
@@ -158,6 +173,20 @@ def load(env: dict[str, str] | None = None) -> Settings:
         raise ConfigError(f"METRICS_PORT: must be a TCP port (1-65535), got {metrics_port}")
     api_keys = tuple(k.strip() for k in env.get("PREVIEW_API_KEYS", "").split(",") if k.strip())
     max_seconds = _int(env, "PREVIEW_MAX_VIDEO_SECONDS", 900, minimum=1)
+    webhook_secret = env.get("PREVIEW_WEBHOOK_SECRET", "").strip()
+    if webhook_secret:
+        try:
+            Webhook(webhook_secret)
+        except Exception:
+            raise ConfigError("PREVIEW_WEBHOOK_SECRET: must be a Standard Webhooks secret "
+                              "('whsec_' and base64), as the receiver is given it") from None
+    allow = tuple(a.strip() for a in env.get("PREVIEW_WEBHOOK_ALLOW", "").split(",") if a.strip())
+    for entry in allow:
+        if "/" in entry:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ConfigError(f"PREVIEW_WEBHOOK_ALLOW: {entry!r} is not a network (CIDR)") from None
 
     return Settings(
         redis_url=_redis_url(env),
@@ -183,6 +212,10 @@ def load(env: dict[str, str] | None = None) -> Settings:
         metrics_port=metrics_port,
         api_keys=api_keys,
         signing_key=env.get("PREVIEW_SIGNING_KEY", "").strip(),
+        webhook_secret=webhook_secret,
+        webhook_allow=allow,
+        webhook_max_tries=_int(env, "PREVIEW_WEBHOOK_MAX_TRIES", 8, minimum=1),
+        webhook_timeout=_int(env, "PREVIEW_WEBHOOK_TIMEOUT", 5, minimum=1),
     )
 
 

@@ -254,6 +254,7 @@ def _record_fields(payload: dict[str, Any], now: str, now_ts: float) -> str:
         "requestId": payload["requestId"],
         "priority": payload.get("priority", "normal"),
         "dryRun": bool(payload.get("dryRun")),
+        "webhook": (payload.get("webhook") or {}).get("url"),
         "state": "queued",
         "attempts": "0",
         "submittedAt": now,

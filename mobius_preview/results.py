@@ -55,12 +55,20 @@ def status(job_id: str) -> dict[str, Any]:
         "progress": _progress(record, state),
         "worker": record.get("worker") or None,
         "cancelRequested": bool(record.get("cancelRequested")),
+        "webhook": _webhook(record),
         "cacheHit": outcome.get("cacheHit"),
         "dryRun": json.loads(record.get("dryRun") or "false"),
         "key": outcome.get("key"),
         "duration": outcome.get("duration"),
         "artifacts": outcome.get("artifacts") or {},
     }
+
+
+def _webhook(record: dict[str, str]) -> dict[str, Any] | None:
+    if not record.get("webhook"):
+        return None
+    return {"url": record["webhook"], "state": record.get("webhookState") or "waiting",
+            "attempts": int(record.get("webhookAttempts") or 0), "error": record.get("webhookError") or None}
 
 
 def _progress(record: dict[str, str], state: str) -> dict[str, Any] | None:

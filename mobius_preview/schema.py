@@ -140,6 +140,8 @@ def _pattern_message(path: list[Any], value: Any) -> str:
         return "must look like WIDTHxHEIGHT, e.g. 1280x720"
     if field == "sha256":
         return "must be 64 hexadecimal characters"
+    if field == "url":
+        return "must be an http:// or https:// URL"
     if field == "language":
         return "must be a BCP 47 language tag, e.g. en, fr, zh-Hant, ar"
     return "must be 1-128 characters of [A-Za-z0-9._-], not starting with '.' or '-'"

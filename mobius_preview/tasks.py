@@ -20,7 +20,7 @@ import redis
 from celery import Task
 from celery.exceptions import Retry, SoftTimeLimitExceeded
 
-from . import logs, metrics, records, render, storage
+from . import logs, metrics, records, render, results, storage, webhooks
 from .accept import TASK_NAME, submit
 from .app import app
 from .config import settings
@@ -112,6 +112,7 @@ class PreviewTask(Task):
                   letter["error"])
         # An invalid payload is dead-lettered like any permanent error, counted apart.
         metrics.job_finished("invalid" if isinstance(exc, InvalidPayload) else "dead", _priority(payload))
+        _tell_host(payload, task_id, "dead")
 
 
 @app.task(bind=True, base=PreviewTask, name=TASK_NAME)
@@ -163,12 +164,14 @@ def render_preview(self: PreviewTask, payload: Any = None, *extra: Any, **unexpe
                 records.cancelled(job_id)
                 metrics.job_finished("cancelled", ident["priority"])
                 log.info("job cancelled while running")
+                _tell_host(payload, job_id, "cancelled")
                 return {"jobId": job_id, "skipped": "cancelled"}
             # 4. Finish.
             records.finish(job_id, outcome, rendered=not (outcome["cacheHit"] or outcome["dryRun"]))
         kind = "dry_run" if outcome["dryRun"] else "cache_hit" if outcome["cacheHit"] else "succeeded"
         metrics.job_finished(kind, ident["priority"], seconds=outcome["seconds"])
         log.info("job %s in %.2f s: %s", kind.replace("_", " "), outcome["seconds"], outcome["folder"])
+        _tell_host(payload, job_id, "succeeded")
         return _summary(outcome)
 
 
@@ -258,6 +261,13 @@ def _unexpected(extra: tuple[Any, ...], unexpected: dict[str, Any]) -> str | Non
         return None
     return (f"render_preview takes one payload, got {1 + len(extra)} arguments "
             f"and keywords {sorted(unexpected)}")
+
+
+def _tell_host(payload: Any, job_id: str, state: str) -> None:
+    """Queue the job's webhook, if it asked for one, with its status as it ended."""
+    url = ((payload or {}).get("webhook") or {}).get("url") if isinstance(payload, dict) else None
+    if url:
+        webhooks.notify(job_id, url, state, results.status(job_id))
 
 
 def _priority(payload: Any) -> str:

@@ -30,7 +30,8 @@ from .plan import Plan, build
 
 RENDERER_VERSION = "1.1.0"  # 1.1: Noto fonts per character, shaping, mirrored right-to-left
 # Fields of a job that never change the output: left out of the content key.
-_NOT_CONTENT = ("jobId", "projectId", "requestId", "priority", "attempts", "createdAt", "updatedAt")
+_NOT_CONTENT = ("jobId", "projectId", "requestId", "priority", "attempts", "createdAt", "updatedAt",
+                "webhook")
 THUMB_WIDTH = 320
 
 
