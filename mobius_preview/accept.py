@@ -87,7 +87,8 @@ def _accept(todo: list[tuple[int, dict[str, Any]]], results: list[Any], replay: 
         metrics.refused("broker")
         raise
     accepted_events = []
-    for (i, job), queue, (outcome, detail), (_, event) in zip(todo, queues, verdicts, outgoing, strict=True):
+    for (i, job), queue, (outcome, detail, fields), (_, event) in zip(todo, queues, verdicts, outgoing,
+                                                                      strict=True):
         if outcome == "full":
             metrics.refused("queue_full")
             results[i] = QueueFull(int(detail), settings().queue_max)
@@ -95,6 +96,8 @@ def _accept(todo: list[tuple[int, dict[str, Any]]], results: list[Any], replay: 
         result = PreviewResult(job["jobId"], app=app)
         result.priority = job.get("priority", "normal")
         result.created = outcome == "claimed"
+        if result.created:
+            result.record = records.as_stored(fields)
         results[i] = result
         if result.created:
             if event is not None:

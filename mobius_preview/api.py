@@ -28,7 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sse_starlette.sse import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
-from . import access, client, dlq, health, metrics, records
+from . import access, client, dlq, health, metrics, records, results
 from .config import settings
 from .errors import BrokerUnavailable, InvalidPayload, JobNotFound, QueueFull
 from .render import manifest as manifest_file
@@ -153,7 +153,9 @@ def create_app() -> FastAPI:
         except QueueFull as exc:
             return JSONResponse({"error": str(exc), "depth": exc.depth, "limit": exc.limit},
                                 status_code=429, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
-        body_out = _with_links(client.status(result.id))
+        # A job this call created is known already (queued, as recorded): no second read.
+        now = results.from_record(result.id, result.record) if result.record else client.status(result.id)
+        body_out = _with_links(now)
         return JSONResponse(body_out, status_code=202 if result.created else 200,
                             headers={"Location": f"/v1/previews/{result.id}"})
 
@@ -323,9 +325,13 @@ if (v) v.addEventListener("loadedmetadata", () => {{ document.body.dataset.durat
 </body></html>"""
 
 
-def serve(host: str, port: int, workers: int = 1) -> None:
-    """Serve with ``workers`` processes (uvicorn's own supervisor when more than one)."""
+def serve(host: str, port: int, workers: int = 1, access_log: bool = False) -> None:
+    """Serve with ``workers`` processes (uvicorn's own supervisor when more than one).
+
+    No access log by default: a JSON line per request costs more than the request's
+    own work at full rate, and submissions are logged (and counted) anyway.
+    """
     import uvicorn  # the server, needed only by `mobius-preview api`, not by create_app()
 
     uvicorn.run("mobius_preview.api:create_app", factory=True, host=host, port=port, workers=workers,
-                log_config=None, proxy_headers=False)
+                log_config=None, proxy_headers=False, access_log=access_log)

@@ -168,7 +168,7 @@ def cmd_api(args: argparse.Namespace) -> int:
     from . import api, logs
 
     logs.configure()
-    api.serve(args.host, args.port, args.workers)
+    api.serve(args.host, args.port, args.workers, access_log=args.access_log)
     return 0
 
 
@@ -226,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=int(os.environ.get("API_PORT", "8080")))
     p.add_argument("--workers", type=int, default=int(os.environ.get("API_WORKERS", "1")),
                    help="API processes (each serves every request; links signed by one open in all)")
+    p.add_argument("--access-log", action="store_true", help="log every request (off: costly at full rate)")
     p.set_defaults(func=cmd_api)
 
     p = sub.add_parser("exporter", help="run celery-exporter (own pinned venv, made on first use)")

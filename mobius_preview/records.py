@@ -168,10 +168,14 @@ return 1
 """
 
 
+def as_stored(fields: dict[str, Any]) -> dict[str, str]:
+    """Fields as Redis keeps them (strings; others JSON-encoded; None left out)."""
+    return {k: (v if isinstance(v, str) else json.dumps(v)) for k, v in fields.items() if v is not None}
+
+
 def _text(fields: dict[str, Any]) -> str:
     """Fields as one JSON object of strings (non-strings JSON-encoded), for the scripts."""
-    return json.dumps({k: (v if isinstance(v, str) else json.dumps(v)) for k, v in fields.items()
-                       if v is not None})
+    return json.dumps(as_stored(fields))
 
 
 def now_iso() -> str:
@@ -247,8 +251,8 @@ def dead_key(cfg: Settings | None = None) -> str:
     return key(cfg.dead_letter_key, cfg)
 
 
-def _record_fields(payload: dict[str, Any], now: str, now_ts: float) -> str:
-    return _text({
+def _record_fields(payload: dict[str, Any], now: str, now_ts: float) -> dict[str, Any]:
+    return {
         "jobId": payload["jobId"],
         "projectId": payload["projectId"],
         "requestId": payload["requestId"],
@@ -259,17 +263,18 @@ def _record_fields(payload: dict[str, Any], now: str, now_ts: float) -> str:
         "attempts": "0",
         "submittedAt": now,
         "submittedTs": repr(now_ts),
-    })
+    }
 
 
 def accept_many(payloads: list[dict[str, Any]], messages: list[list[Command]], *,
-                events: Command | None = None, replay: bool = False) -> list[tuple[str, str]]:
+                events: Command | None = None, replay: bool = False) -> list[tuple[str, str, dict[str, Any]]]:
     """Record and enqueue each job unless it exists or the queues are full: one round trip.
 
     ``messages[i]`` holds job i's captured Redis commands (``mobius_preview.channel``):
     one LPUSH. ``events`` (a captured PUBLISH of the task-sent events) is sent when
-    every job was accepted. Returns one ``("claimed", depth)``, ``("exists", state)``
-    or ``("full", depth)`` per job. ``replay`` lets a dead job be accepted again.
+    every job was accepted. Returns one ``("claimed", depth, record)``, ``("exists",
+    state, record)`` or ``("full", depth, record)`` per job, ``record`` being the fields
+    a claimed job's record was given. ``replay`` lets a dead job be accepted again.
     """
     if not payloads:
         return []
@@ -278,14 +283,16 @@ def accept_many(payloads: list[dict[str, Any]], messages: list[list[Command]], *
     keys = queue_keys(cfg)
     topic, body = (events[1], events[2]) if events else ("", "")
     args: list[Any] = [cfg.queue_max, "1" if replay else "0", cfg.record_ttl, topic, body, now]
+    written = []
     for payload, commands in zip(payloads, messages, strict=True):
         if len(commands) != 1 or commands[0][0] != "lpush":
             raise RuntimeError(f"expected one LPUSH per message, got {[c[0] for c in commands]}")
         _, queue, body = commands[0]
         keys.extend((job_key(payload["jobId"], cfg), queue, events_key(payload["jobId"], cfg)))
-        args.extend((_record_fields(payload, now, now_ts), body))
+        written.append(_record_fields(payload, now, now_ts))
+        args.extend((_text(written[-1]), body))
     out = script(_ACCEPT)(keys=keys, args=args)
-    return [tuple(item.split(":", 1)) for item in out]
+    return [(*item.split(":", 1), fields) for item, fields in zip(out, written, strict=True)]
 
 
 def publish(command: Command) -> None:

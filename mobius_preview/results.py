@@ -33,6 +33,11 @@ def status(job_id: str) -> dict[str, Any]:
         record = records.get(job_id)
     if not record:
         raise JobNotFound(job_id)
+    return from_record(job_id, record)
+
+
+def from_record(job_id: str, record: dict[str, str]) -> dict[str, Any]:
+    """A job's status from its record's fields (as ``records.get`` returns them)."""
     state = record.get("state", "queued")
     outcome = json.loads(record["outcome"]) if record.get("outcome") else {}
     return {
@@ -124,6 +129,8 @@ class PreviewResult(AsyncResult):
 
     created: bool = True
     priority: str = "normal"
+    # The fields a job created by this call was recorded with: its status without a read.
+    record: dict[str, str] | None = None
 
     def job_status(self) -> dict[str, Any]:
         return status(self.id)
