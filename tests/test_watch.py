@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import threading
 import time
 import uuid
+from pathlib import Path
 
 from conftest import RUN_DIR, fake_ffmpeg, tiny_render_job, wait_for
 
@@ -73,3 +78,31 @@ def test_progress_never_goes_down_and_is_throttled(make_job):
     assert sent == [("task-progress", {"stage": "slides 1/50", "percent": 10.0}),
                     ("task-progress", {"stage": "video", "percent": 59.0})]
     assert client.status(job["jobId"])["progress"] == {"stage": "video", "percent": 59.0}
+
+
+def test_progress_reaches_task_events_and_the_piped_cli_prints_each_change(worker):
+    """task-progress events as Flower would see them, and `status --wait` into a pipe."""
+    seen: list[dict] = []
+    app = mobius_preview.app
+    job = tiny_render_job()
+    with app.connection_for_read() as conn:
+        receiver = app.events.Receiver(conn, handlers={"task-progress": seen.append})
+        thread = threading.Thread(target=lambda: receiver.capture(limit=None, timeout=None, wakeup=False),
+                                  daemon=True)
+        thread.start()
+        time.sleep(0.5)  # subscribed before anything is sent
+        mobius_preview.submit(job)
+        cli = subprocess.run([str(Path(sys.executable).parent / "mobius-preview"), "status", job["jobId"],
+                              "--wait", "--timeout", "60"], capture_output=True, text=True, timeout=90)
+        wait_for(lambda: any(e.get("stage") == "publish" for e in seen), timeout=10)
+        receiver.should_stop = True
+        thread.join(timeout=5)
+    assert {e["uuid"] for e in seen} == {job["jobId"]}
+    assert [e["percent"] for e in seen] == sorted(e["percent"] for e in seen)
+    lines = cli.stdout.splitlines()
+    assert cli.returncode == 0, cli.stderr
+    assert lines[0] == "queued" and lines[1].startswith("running")
+    assert any(line.startswith("progress") and "slides" in line for line in lines)
+    final = lines.index("{")  # then the status as JSON
+    assert lines[final - 1].startswith("succeeded")
+    assert json.loads("\n".join(lines[final:]))["state"] == "succeeded"
