@@ -17,6 +17,7 @@ from .errors import (
     QueueFull,
     TransientError,
 )
+from .results import follow
 from .schema import validate_payload
 from .tasks import render_preview
 
@@ -32,6 +33,7 @@ __all__ = [
     "TransientError",
     "app",
     "cancel",
+    "follow",
     "queue_stats",
     "render_preview",
     "status",
