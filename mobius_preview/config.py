@@ -42,6 +42,7 @@ class Settings:
     time_limit: int
     visibility_timeout: int
     restore_interval: int
+    stalled_seconds: int
     record_ttl: int
     max_video_seconds: float
     ffmpeg_binary: str | None
@@ -164,6 +165,7 @@ def load(env: dict[str, str] | None = None) -> Settings:
             f"PREVIEW_VISIBILITY_TIMEOUT: must be >= {min_visibility} s (longest render or retry "
             f"delay + 5 s), got {visibility}"
         )
+    stalled = _int(env, "PREVIEW_STALLED_SECONDS", 30, minimum=3)
     log_format = env.get("LOG_FORMAT", "auto").strip().lower() or "auto"
     if log_format not in ("auto", "json", "text"):
         raise ConfigError(f"LOG_FORMAT: one of auto, json, text; got {log_format!r}")
@@ -203,6 +205,7 @@ def load(env: dict[str, str] | None = None) -> Settings:
         time_limit=hard_limit,
         visibility_timeout=visibility,
         restore_interval=_int(env, "PREVIEW_RESTORE_INTERVAL", 30, minimum=1),
+        stalled_seconds=stalled,
         record_ttl=_int(env, "PREVIEW_RECORD_TTL", 7 * 24 * 3600, minimum=60),
         max_video_seconds=float(max_seconds),
         ffmpeg_binary=_binary(env, "FFMPEG_BINARY"),

@@ -48,6 +48,10 @@ WAIT_SECONDS = Histogram(
 IN_PROGRESS = Gauge(
     "mobius_preview_jobs_in_progress", "Jobs being rendered now", multiprocess_mode="livesum"
 )
+RECOVERED = Counter(
+    "mobius_preview_jobs_recovered_total",
+    "Jobs put back on their queue because the worker holding them stopped proving alive",
+)
 REFUSED = Counter("mobius_preview_submissions_refused_total", "Submissions refused", ["reason"])
 REJECTED = Counter(
     "mobius_preview_messages_rejected_total", "Messages the worker refused to run (kept as dead letters)",
@@ -72,6 +76,10 @@ def job_finished(outcome: str, priority: str, seconds: float | None = None) -> N
 def stages(timings: dict[str, float]) -> None:
     for stage, seconds in timings.items():
         STAGE_SECONDS.labels(stage).observe(seconds)
+
+
+def jobs_recovered(n: int) -> None:
+    RECOVERED.inc(n)
 
 
 def refused(reason: str) -> None:
@@ -134,7 +142,8 @@ def registry(include_queues: bool = True) -> CollectorRegistry:
     if multiprocess_dir():
         multiprocess.MultiProcessCollector(reg)
     else:
-        for collector in (JOBS, JOB_SECONDS, STAGE_SECONDS, WAIT_SECONDS, IN_PROGRESS, REFUSED, REJECTED):
+        for collector in (JOBS, JOB_SECONDS, STAGE_SECONDS, WAIT_SECONDS, IN_PROGRESS, REFUSED, REJECTED,
+                          RECOVERED):
             reg.register(collector)
     if include_queues:
         reg.register(QueueCollector())

@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 from celery.result import AsyncResult
 
-from . import records
+from . import liveness, records
 from .errors import JobFailed, JobNotFound
 
 # "failed": how jobs cancelled before they ran were recorded by earlier versions.
@@ -33,11 +34,16 @@ def status(job_id: str) -> dict[str, Any]:
         record = records.get(job_id)
     if not record:
         raise JobNotFound(job_id)
-    return from_record(job_id, record)
+    seen = None
+    if record.get("state") == "running" and record.get("worker"):
+        with records.reaching_redis():
+            seen = liveness.last_seen(record["worker"])
+    return from_record(job_id, record, worker_seen=seen)
 
 
-def from_record(job_id: str, record: dict[str, str]) -> dict[str, Any]:
-    """A job's status from its record's fields (as ``records.get`` returns them)."""
+def from_record(job_id: str, record: dict[str, str], worker_seen: float | None = None) -> dict[str, Any]:
+    """A job's status from its record's fields (as ``records.get`` returns them) and,
+    for a running job, when its worker last proved alive."""
     state = record.get("state", "queued")
     outcome = json.loads(record["outcome"]) if record.get("outcome") else {}
     return {
@@ -59,6 +65,9 @@ def from_record(job_id: str, record: dict[str, str]) -> dict[str, Any]:
         "retryDelays": json.loads(record.get("retryDelays") or "[]"),
         "progress": _progress(record, state),
         "worker": record.get("worker") or None,
+        "workerLastSeen": _iso(worker_seen),
+        "recovered": int(record.get("recovered") or 0),
+        "lostWorker": record.get("lostWorker") or None,
         "cancelRequested": bool(record.get("cancelRequested")),
         "webhook": _webhook(record),
         "cacheHit": outcome.get("cacheHit"),
@@ -67,6 +76,12 @@ def from_record(job_id: str, record: dict[str, str]) -> dict[str, Any]:
         "duration": outcome.get("duration"),
         "artifacts": outcome.get("artifacts") or {},
     }
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _webhook(record: dict[str, str]) -> dict[str, Any] | None:

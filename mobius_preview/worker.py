@@ -14,9 +14,10 @@ import sys
 
 import redis
 from celery import signals
+from celery.worker import state as worker_state
 from celery.worker.consumer import Consumer as CeleryConsumer
 
-from . import channel, logs, metrics, records, render, schema, storage
+from . import channel, liveness, logs, metrics, records, render, schema, storage
 from .config import settings
 
 log = logging.getLogger("mobius_preview.worker")
@@ -41,6 +42,28 @@ def _check_broker(**_: object) -> None:
         metrics.serve(cfg.metrics_port)
         log.info("metrics on port %s (multiprocess folder %s)", cfg.metrics_port,
                  metrics.multiprocess_dir())
+
+
+_heartbeat: liveness.Heartbeat | None = None
+
+
+def _held() -> list[str]:
+    """Delivery tags of the messages this worker holds: running and reserved."""
+    requests = [*worker_state.active_requests, *worker_state.reserved_requests]
+    return [tag for r in requests if (tag := getattr(r.message, "delivery_tag", None))]
+
+
+@signals.worker_init.connect
+def _start_heartbeat(sender=None, **_: object) -> None:
+    global _heartbeat
+    _heartbeat = liveness.Heartbeat(sender.hostname, _held)
+    _heartbeat.start()
+
+
+@signals.worker_shutdown.connect
+def _stop_heartbeat(**_: object) -> None:
+    if _heartbeat is not None:
+        _heartbeat.stop()
 
 
 @signals.worker_process_shutdown.connect

@@ -170,8 +170,9 @@ def worker() -> Iterator[object]:
         yield w
 
 
-def fake_ffmpeg(tmp_path: Path, *, fail_first: int = 0, sleep: float = 0.0) -> Path:
-    """An ffmpeg wrapper: the first ``fail_first`` encodes crash, each encode sleeps first.
+def fake_ffmpeg(tmp_path: Path, *, fail_first: int = 0, sleep: float = 0.0, sleep_first: int = 10**9) -> Path:
+    """An ffmpeg wrapper: the first ``fail_first`` encodes crash, each of the first
+    ``sleep_first`` encodes (all by default) sleeps ``sleep`` seconds first.
 
     Only video encodes (reading slides.ffconcat) are affected; everything else
     runs the real binary, so a job still produces a real video once it heals.
@@ -186,7 +187,7 @@ def fake_ffmpeg(tmp_path: Path, *, fail_first: int = 0, sleep: float = 0.0) -> P
 case "$*" in
   *slides.ffconcat*)
     echo x >> {counter}; n=$(wc -l < {counter})
-    sleep {sleep}
+    if [ "$n" -le {sleep_first} ]; then sleep {sleep}; fi
     if [ "$n" -le {fail_first} ]; then echo "simulated encoder crash $n" >&2; exit 1; fi ;;
 esac
 exec {real} "$@"

@@ -1,0 +1,169 @@
+"""Workers prove they are alive; jobs held by a worker that stopped proving it go back.
+
+Every worker writes, every ``PREVIEW_STALLED_SECONDS / 3``, a heartbeat key that
+expires after ``PREVIEW_STALLED_SECONDS``, and the set of delivery tags it holds
+(running or reserved). kombu keeps every delivered, unacknowledged message in its
+``unacked`` hash (and ``unacked_index``, by delivery time) until it is acked; it only
+puts one back after the visibility timeout (22 minutes by default), which must
+outlast the longest render. The sweep (any living worker, every few seconds, one Lua
+script, so two sweepers never restore one message twice) puts back, at the front of
+its queue, every message delivered more than ``PREVIEW_STALLED_SECONDS`` ago that no
+living worker holds: its worker died (host lost, OOM-killed, SIGKILL). A long render
+on a living worker is never taken from it, however long it runs. The job's record
+says it was put back (``recovered``, ``lostWorker``) and its event stream says so too.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+
+import redis
+
+from . import metrics, records
+from .config import settings
+
+log = logging.getLogger("mobius_preview.liveness")
+
+# KEYS: kombu's unacked hash, its index, the set of worker names. ARGV: cutoff (Unix
+# time), heartbeat-key prefix, held-set prefix, record-key prefix, queue-key prefix,
+# now (ISO), record TTL, most to restore in one pass. Returns the job ids put back.
+_SWEEP = """
+local live = {}
+for _, name in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+  if redis.call('EXISTS', ARGV[2] .. name) == 1 then live[#live + 1] = name
+  else redis.call('SREM', KEYS[3], name) end
+end
+local restored = {}
+local ttl = tonumber(ARGV[7])
+for _, tag in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[8]))) do
+  local held = false
+  for _, name in ipairs(live) do
+    if redis.call('SISMEMBER', ARGV[3] .. name, tag) == 1 then held = true break end
+  end
+  local entry = (not held) and redis.call('HGET', KEYS[1], tag)
+  if entry then
+    -- kombu keeps json.dumps([message, exchange, routing_key]); the message goes back as it was.
+    local message, _, queue = string.match(entry, '^%[(.*), "([^"]*)", "([^"]*)"%]$')
+    if message then
+      redis.call('RPUSH', ARGV[5] .. queue, message)
+      redis.call('HDEL', KEYS[1], tag)
+      redis.call('ZREM', KEYS[2], tag)
+      local id = string.match(message, '"id": "([^"]+)"')
+      if id then
+        local record = ARGV[4] .. id
+        local state = redis.call('HGET', record, 'state')
+        if state == 'running' then
+          local count = redis.call('HINCRBY', record, 'recovered', 1)
+          local worker = redis.call('HGET', record, 'worker') or ''
+          redis.call('HSET', record, 'state', 'queued', 'recoveredAt', ARGV[6], 'lostWorker', worker,
+                     'updatedAt', ARGV[6])
+          redis.call('XADD', record .. ':events', 'MAXLEN', '~', 500, '*', 'type', 'state', 'data',
+                     cjson.encode({state = 'queued', at = ARGV[6], recovered = count, lostWorker = worker}))
+          redis.call('EXPIRE', record .. ':events', ttl)
+        end
+        restored[#restored + 1] = id
+      end
+    end
+  end
+end
+return restored
+"""
+
+
+def worker_key(name: str) -> str:
+    return records.key(f"{settings().queue_name}.worker:{name}")
+
+
+def _held_key(name: str) -> str:
+    return records.key(f"{settings().queue_name}.held:{name}")
+
+
+def _workers_key() -> str:
+    return records.key(f"{settings().queue_name}.workers")
+
+
+def beat(conn: redis.Redis, name: str, tags: Iterable[str]) -> None:
+    """Prove ``name`` alive for PREVIEW_STALLED_SECONDS and say which messages it holds."""
+    stalled = settings().stalled_seconds
+    held = _held_key(name)
+    pipe = conn.pipeline(transaction=True)  # the held set is never seen half-written
+    pipe.set(worker_key(name), json.dumps({"at": time.time(), "pid": os.getpid()}), ex=stalled)
+    pipe.delete(held)
+    tags = list(tags)
+    if tags:
+        pipe.sadd(held, *tags)
+        pipe.expire(held, stalled)
+    pipe.sadd(_workers_key(), name)
+    pipe.execute()
+
+
+def sweep(conn: redis.Redis, now: float | None = None, limit: int = 100) -> list[str]:
+    """Put back the messages of dead workers; returns their job ids."""
+    cfg = settings()
+    now = time.time() if now is None else now
+    script = conn.register_script(_SWEEP)
+    return script(
+        keys=[records.key("unacked"), records.key("unacked_index"), _workers_key()],
+        args=[now - cfg.stalled_seconds, records.key(f"{cfg.queue_name}.worker:"),
+              records.key(f"{cfg.queue_name}.held:"), records.job_key(""), records.key(""),
+              records.now_iso(), cfg.record_ttl, limit],
+    )
+
+
+def forget(conn: redis.Redis, name: str) -> None:
+    """A worker that stopped cleanly: whatever it still held is swept at once."""
+    conn.delete(worker_key(name), _held_key(name))
+
+
+def last_seen(name: str) -> float | None:
+    """When worker ``name`` last proved alive (Unix time), None when it has not lately."""
+    raw = records.client().get(worker_key(name))
+    return json.loads(raw)["at"] if raw else None
+
+
+class Heartbeat:
+    """The worker's thread that beats and sweeps until ``stop``."""
+
+    def __init__(self, name: str, held: Callable[[], Iterable[str]]):
+        self.name, self.held = name, held
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="mobius-heartbeat")
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        # A client of its own: the pool's children, forked from this process, never use it.
+        cfg = settings()
+        conn = redis.Redis.from_url(cfg.redis_url.replace("redis+socket://", "unix://"),
+                                    decode_responses=True, socket_connect_timeout=2, socket_timeout=5)
+        tick = max(1.0, cfg.stalled_seconds / 6)
+        beats_every = max(1, round(cfg.stalled_seconds / 3 / tick))
+        n = 0
+        while True:
+            try:
+                if n % beats_every == 0:
+                    beat(conn, self.name, self.held())
+                restored = sweep(conn)
+                if restored:
+                    metrics.jobs_recovered(len(restored))
+                    log.warning("put back %d job(s) of a worker that stopped proving alive: %s",
+                                len(restored), ", ".join(restored))
+            except Exception as exc:  # Redis away: beat again next tick
+                log.warning("heartbeat: %s", exc)
+            n += 1
+            if self._done.wait(tick):
+                break
+        try:
+            forget(conn, self.name)
+        except Exception as exc:
+            log.warning("heartbeat: could not remove %s: %s", self.name, exc)

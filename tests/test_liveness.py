@@ -1,0 +1,98 @@
+"""Lose a machine, not a job: real `celery -A mobius_preview worker` processes killed
+with SIGKILL (main process, pool children, ffmpeg), the shipped PREVIEW_STALLED_SECONDS
+(30) and the shipped visibility timeout (not shortened: it is not what brings jobs back)."""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+
+import pytest
+from conftest import fake_ffmpeg, tiny_render_job, wait_for
+
+import mobius_preview
+from mobius_preview import client, records
+from mobius_preview.config import settings
+
+# The suite's own environment shortens the visibility timeout; these tests run with the
+# value a deployment gets (2 x (hard limit + 5)): only the heartbeat sweep can bring
+# jobs back within seconds.
+SHIPPED = {"PREVIEW_VISIBILITY_TIMEOUT": str(2 * (25 + 5)), "PREVIEW_STALLED_SECONDS": "30"}
+
+
+def small_job() -> dict:
+    job = tiny_render_job(resolution="160x90", fps=5)
+    job["previewRequest"]["steps"][0]["text"] = f"unique {uuid.uuid4().hex}"
+    job["previewRequest"]["steps"][1].pop("image")
+    job["previewRequest"]["assets"] = []
+    return job
+
+
+def _running_on(job_id: str, name: str) -> dict | None:
+    st = client.status(job_id)
+    return st if st["state"] == "running" and (st["worker"] or "").startswith(f"{name}@") else None
+
+
+@pytest.mark.slow
+def test_a_killed_workers_job_runs_again_within_the_stalled_seconds(worker_process, tmp_path):
+    assert settings().stalled_seconds == 30  # the shipped default
+    slow = fake_ffmpeg(tmp_path, sleep=500, sleep_first=1)  # the first encode "renders" for 500 s
+    env = {**SHIPPED, "FFMPEG_BINARY": str(slow)}
+    first = worker_process(env=env, name="first")
+    job = small_job()
+    mobius_preview.submit(job)
+    wait_for(lambda: _running_on(job["jobId"], "first"), timeout=30)
+    worker_process(env=env, name="second")
+    running = client.status(job["jobId"])
+    assert running["workerLastSeen"] is not None  # the worker proves it is alive
+    first.kill_hard()
+    killed = time.monotonic()
+    again = wait_for(lambda: _running_on(job["jobId"], "second") or
+                     (client.status(job["jobId"])["state"] == "succeeded" and client.status(job["jobId"])),
+                     timeout=30 + 10, step=0.2)
+    print(f"kill to running again: {time.monotonic() - killed:.1f} s")
+    final = client.wait(job["jobId"], timeout=60)
+    assert final["state"] == "succeeded" and final["completions"] == 1
+    assert final["recovered"] == 1 and final["lostWorker"].startswith("first@"), final
+    assert again["worker"].startswith("second@")
+    kinds = [e.get("state") for _, kind, e in records.events(job["jobId"]) if kind == "state"]
+    assert kinds == ["queued", "running", "queued", "running", "succeeded"], kinds
+
+
+@pytest.mark.slow
+def test_a_slow_worker_keeps_its_job(worker_process, tmp_path):
+    """One render lasting more than 3 x PREVIEW_STALLED_SECONDS on a living worker."""
+    slow = fake_ffmpeg(tmp_path, sleep=95, sleep_first=1)
+    env = {**SHIPPED, "FFMPEG_BINARY": str(slow)}
+    worker_process(env=env, name="busy")
+    job = small_job()
+    mobius_preview.submit(job)
+    wait_for(lambda: _running_on(job["jobId"], "busy"), timeout=30)
+    worker_process(env=env, name="idle")  # a living sweeper that would take the job if it could
+    final = client.wait(job["jobId"], timeout=200)
+    record = records.get(job["jobId"])
+    assert final["state"] == "succeeded" and final["renders"] == 1 and final["completions"] == 1
+    assert record["deliveries"] == "1" and final["recovered"] == 0, record
+
+
+@pytest.mark.slow
+def test_a_storm_of_whole_worker_kills_loses_no_job_and_runs_none_twice(worker_process, tmp_path):
+    """20 SIGKILLs of whole workers across 300 jobs on 3 workers."""
+    env = {**SHIPPED, "FFMPEG_BINARY": str(fake_ffmpeg(tmp_path, sleep=0.3))}
+    jobs = [small_job() for _ in range(300)]
+    workers = [worker_process(env=env, concurrency=2) for _ in range(3)]
+    for job in jobs:
+        mobius_preview.submit(job)
+    rng = random.Random(11)
+    for _ in range(20):
+        time.sleep(rng.uniform(1.0, 2.5))
+        victim = workers.pop(rng.randrange(len(workers)))
+        victim.kill_hard()
+        workers.append(worker_process(env=env, concurrency=2))
+    finals = [client.wait(job["jobId"], timeout=300) for job in jobs]
+    assert {f["state"] for f in finals} == {"succeeded"}
+    assert all(f["completions"] == 1 for f in finals), [f for f in finals if f["completions"] != 1]
+    recovered = sum(f["recovered"] for f in finals)
+    print(f"20 kills, {recovered} jobs put back by the sweep")
+    assert recovered >= 1
