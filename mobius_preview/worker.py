@@ -44,7 +44,7 @@ def _check_broker(**_: object) -> None:
                  metrics.multiprocess_dir())
 
 
-_heartbeat: liveness.Heartbeat | None = None
+_heartbeats: dict[str, liveness.Heartbeat] = {}  # by node name (tests run several in one process)
 
 
 def _held() -> list[str]:
@@ -55,15 +55,15 @@ def _held() -> list[str]:
 
 @signals.worker_init.connect
 def _start_heartbeat(sender=None, **_: object) -> None:
-    global _heartbeat
-    _heartbeat = liveness.Heartbeat(sender.hostname, _held)
-    _heartbeat.start()
+    heartbeat = _heartbeats[sender.hostname] = liveness.Heartbeat(sender.hostname, _held)
+    heartbeat.start()
 
 
 @signals.worker_shutdown.connect
-def _stop_heartbeat(**_: object) -> None:
-    if _heartbeat is not None:
-        _heartbeat.stop()
+def _stop_heartbeat(sender=None, **_: object) -> None:
+    heartbeat = _heartbeats.pop(getattr(sender, "hostname", ""), None)
+    if heartbeat is not None:
+        heartbeat.stop()
 
 
 @signals.worker_process_shutdown.connect

@@ -15,10 +15,11 @@ import mobius_preview
 from mobius_preview import client, records
 from mobius_preview.config import settings
 
-# The suite's own environment shortens the visibility timeout; these tests run with the
-# value a deployment gets (2 x (hard limit + 5)): only the heartbeat sweep can bring
-# jobs back within seconds.
-SHIPPED = {"PREVIEW_VISIBILITY_TIMEOUT": str(2 * (25 + 5)), "PREVIEW_STALLED_SECONDS": "30"}
+# The suite's own environment shortens the time limits and the visibility timeout;
+# these workers run with what a deployment gets (600 s, 660 s, 2 x (660 + 5) s): only
+# the heartbeat sweep can bring jobs back within seconds.
+SHIPPED = {"PREVIEW_SOFT_TIME_LIMIT": "600", "PREVIEW_TIME_LIMIT": "660",
+           "PREVIEW_VISIBILITY_TIMEOUT": "1330", "PREVIEW_STALLED_SECONDS": "30"}
 
 
 def small_job() -> dict:
