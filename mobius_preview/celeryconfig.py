@@ -52,6 +52,9 @@ _transport = {
     # it would block every restore until the lock expires (kombu's default: 300 s).
     "unacked_mutex_expire": 30,
 }
+if _s.sentinels:  # sentinel://h1:p1;sentinel://h2:p2/db: kombu asks them for the master
+    _transport["master_name"] = _s.sentinel_master
+    _transport["sentinel_kwargs"] = {"socket_timeout": 2, "socket_connect_timeout": 2}
 broker_transport_options = _transport
 broker_connection_retry_on_startup = True
 broker_connection_timeout = 4

@@ -101,9 +101,14 @@ class Channel(kombu_redis.Channel):
             return False
 
 
+class SentinelChannel(Channel, kombu_redis.SentinelChannel):
+    """The same, on kombu's Sentinel transport (``sentinel://`` URLs)."""
+
+
 def install() -> None:
-    """Make kombu's Redis transport use this channel (every connection made afterwards)."""
+    """Make kombu's Redis transports use these channels (every connection made afterwards)."""
     kombu_redis.Transport.Channel = Channel
+    kombu_redis.SentinelTransport.Channel = SentinelChannel
 
 
 def on_malformed(handler: MalformedHandler) -> None:

@@ -22,8 +22,8 @@ from standardwebhooks import Webhook
 from .errors import ConfigError
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_PASSWORD = re.compile(r"^([a-z+]+://[^:/@]*:)[^@]*@")
-_REDIS_SCHEMES = {"redis", "rediss", "redis+socket", "unix"}
+_PASSWORD = re.compile(r"((?:^|;)[a-z+]+://[^:/@;]*:)[^@;]*@")
+_REDIS_SCHEMES = {"redis", "rediss", "redis+socket", "unix", "sentinel"}
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,8 @@ class Settings:
     metrics_port: int | None
     api_keys: tuple[str, ...] = field(repr=False)
     signing_key: str = field(repr=False)
+    sentinel_master: str = ""
+    accept_replicas: int = 0
     webhook_secret: str = field(default="", repr=False)
     webhook_allow: tuple[str, ...] = ()
     webhook_max_tries: int = 8
@@ -82,6 +84,13 @@ class Settings:
     def redis_url_masked(self) -> str:
         return mask_url(self.redis_url)
 
+    @property
+    def sentinels(self) -> list[tuple[str, int]]:
+        """(host, port) of each sentinel of a ``sentinel://h1:p1;sentinel://h2:p2/db`` URL."""
+        if not self.redis_url.startswith("sentinel://"):
+            return []
+        return [(p.hostname or "", p.port or 26379) for p in map(urlsplit, self.redis_url.split(";"))]
+
 
 def mask_url(url: str) -> str:
     """Hide the password of a URL so it can go into logs and errors (even a malformed one)."""
@@ -108,7 +117,19 @@ def _redis_url(env: dict[str, str]) -> str:
         raise ConfigError(
             f"REDIS_URL: scheme must be one of {sorted(_REDIS_SCHEMES)}, got {mask_url(url)!r}"
         )
-    if parts.scheme in ("redis", "rediss"):
+    if parts.scheme == "sentinel":
+        for part in url.split(";"):
+            sentinel = urlsplit(part)
+            try:
+                sentinel.port  # noqa: B018 - raises ValueError on a bad port
+            except ValueError:
+                raise ConfigError(f"REDIS_URL: bad port in {mask_url(part)!r}") from None
+            if sentinel.scheme != "sentinel" or not sentinel.hostname:
+                raise ConfigError(f"REDIS_URL: each of ';'-separated sentinels must be "
+                                  f"sentinel://host:port, got {mask_url(part)!r}")
+        if not env.get("REDIS_SENTINEL_MASTER", "").strip():
+            raise ConfigError("REDIS_SENTINEL_MASTER: the master's name is needed with sentinel:// URLs")
+    elif parts.scheme in ("redis", "rediss"):
         try:
             parts.port  # noqa: B018 - raises ValueError on a bad port
         except ValueError:
@@ -215,6 +236,8 @@ def load(env: dict[str, str] | None = None) -> Settings:
         metrics_port=metrics_port,
         api_keys=api_keys,
         signing_key=env.get("PREVIEW_SIGNING_KEY", "").strip(),
+        sentinel_master=env.get("REDIS_SENTINEL_MASTER", "").strip(),
+        accept_replicas=_int(env, "PREVIEW_ACCEPT_REPLICAS", 0, minimum=0),
         webhook_secret=webhook_secret,
         webhook_allow=allow,
         webhook_max_tries=_int(env, "PREVIEW_WEBHOOK_MAX_TRIES", 8, minimum=1),

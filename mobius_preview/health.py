@@ -26,10 +26,7 @@ CODES = {"healthy": 0, "degraded": 1, "down": 2}
 def _broker() -> dict[str, Any]:
     start = time.perf_counter()
     try:
-        conn = redis.Redis.from_url(
-            settings().redis_url.replace("redis+socket://", "unix://"),
-            socket_connect_timeout=0.5, socket_timeout=0.5,
-        )
+        conn = records.connect(socket_connect_timeout=0.5, socket_timeout=0.5)
         conn.ping()
     except redis.RedisError as exc:
         return {"ok": False, "error": str(exc)}

@@ -144,8 +144,7 @@ class Heartbeat:
     def _run(self) -> None:
         # A client of its own: the pool's children, forked from this process, never use it.
         cfg = settings()
-        conn = redis.Redis.from_url(cfg.redis_url.replace("redis+socket://", "unix://"),
-                                    decode_responses=True, socket_connect_timeout=2, socket_timeout=5)
+        conn = records.connect(socket_connect_timeout=2, socket_timeout=5)
         tick = max(1.0, cfg.stalled_seconds / 6)
         beats_every = max(1, round(cfg.stalled_seconds / 3 / tick))
         n = 0

@@ -20,10 +20,13 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
+from urllib.parse import urlsplit
 
 import kombu.exceptions
 import redis
 import redis.asyncio
+import redis.asyncio.sentinel
+import redis.sentinel
 
 from .channel import Command
 from .config import Settings, settings
@@ -31,6 +34,7 @@ from .errors import BrokerUnavailable
 
 STATES = ("queued", "running", "retrying", "succeeded", "failed", "dead", "cancelled")
 ENDED = ("succeeded", "failed", "dead", "cancelled")
+ACCEPT_WAIT_MS = 1000  # how long acceptance waits for PREVIEW_ACCEPT_REPLICAS replicas
 EVENT_BLOCK = 10.0  # seconds an event-stream reader waits for news before looking again
 
 # Fields travel as one JSON object of strings per record (a Lua table here): far
@@ -182,24 +186,33 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def connect(*, asynchronous: bool = False, **options: Any) -> Any:
+    """A new client (decoded strings) for REDIS_URL: that Redis, or with ``sentinel://``
+    URLs whichever server the sentinels name master now (it follows a failover)."""
+    cfg = settings()
+    options = {"decode_responses": True, **options}
+    if cfg.sentinels:
+        last = urlsplit(cfg.redis_url.split(";")[-1])
+        db = int(last.path.lstrip("/") or 0)
+        module = redis.asyncio.sentinel if asynchronous else redis.sentinel
+        timeout = options.get("socket_connect_timeout", 2)
+        watchers = module.Sentinel(cfg.sentinels, sentinel_kwargs={"socket_timeout": timeout,
+                                                                    "socket_connect_timeout": timeout})
+        return watchers.master_for(cfg.sentinel_master, db=db, password=last.password, **options)
+    kind = redis.asyncio.Redis if asynchronous else redis.Redis
+    return kind.from_url(cfg.redis_url.replace("redis+socket://", "unix://"), **options)
+
+
 @lru_cache(maxsize=4)
 def _client(url: str) -> redis.Redis:
-    return redis.Redis.from_url(
-        url.replace("redis+socket://", "unix://"),
-        decode_responses=True,
-        socket_connect_timeout=2,
-        socket_timeout=5,
-        health_check_interval=15,
-        retry_on_timeout=True,
-    )
+    return connect(socket_connect_timeout=2, socket_timeout=5, health_check_interval=15,
+                   retry_on_timeout=True)
 
 
 @lru_cache(maxsize=4)
 def _async_client(url: str) -> redis.asyncio.Redis:
-    return redis.asyncio.Redis.from_url(
-        url.replace("redis+socket://", "unix://"), decode_responses=True,
-        socket_connect_timeout=2, socket_timeout=EVENT_BLOCK + 5, health_check_interval=15,
-    )
+    return connect(asynchronous=True, socket_connect_timeout=2, socket_timeout=EVENT_BLOCK + 5,
+                   health_check_interval=15)
 
 
 def async_client(cfg: Settings | None = None) -> redis.asyncio.Redis:
@@ -292,6 +305,12 @@ def accept_many(payloads: list[dict[str, Any]], messages: list[list[Command]], *
         written.append(_record_fields(payload, now, now_ts))
         args.extend((_text(written[-1]), body))
     out = script(_ACCEPT)(keys=keys, args=args)
+    if cfg.accept_replicas and any(item.startswith("claimed:") for item in out):
+        # Accepted only once a replica has it too, so losing the master loses no accepted job.
+        confirmed = client().execute_command("WAIT", cfg.accept_replicas, ACCEPT_WAIT_MS)
+        if confirmed < cfg.accept_replicas:
+            raise redis.TimeoutError(f"{confirmed} of {cfg.accept_replicas} replicas confirmed the jobs "
+                                     f"within {ACCEPT_WAIT_MS} ms (PREVIEW_ACCEPT_REPLICAS); submit again")
     return [(*item.split(":", 1), fields) for item, fields in zip(out, written, strict=True)]
 
 
