@@ -97,3 +97,32 @@ def test_a_storm_of_whole_worker_kills_loses_no_job_and_runs_none_twice(worker_p
     recovered = sum(f["recovered"] for f in finals)
     print(f"20 kills, {recovered} jobs put back by the sweep")
     assert recovered >= 1
+
+
+def test_the_sweep_restores_a_dead_workers_message_once_and_leaves_a_living_ones(redis_conn, make_job):
+    """The sweep's rules on kombu's own unacked structures, two sweepers racing."""
+    from mobius_preview import liveness
+
+    queue = records.queue_keys()[1]
+    stale = time.time() - 60
+    entries = {}
+    for name, job in (("dead", make_job()), ("alive", make_job())):
+        mobius_preview.submit(job)
+        message = redis_conn.rpop(queue)  # as a worker's BRPOP would: now it is only in unacked
+        tag = f"tag-{name}-{uuid.uuid4().hex[:6]}"
+        redis_conn.hset(records.key("unacked"), tag, f'[{message}, "", "{settings().queue("normal")}"]')
+        redis_conn.zadd(records.key("unacked_index"), {tag: stale})
+        records.start(job["jobId"], state="running", worker=f"{name}@host")
+        entries[name] = (tag, job["jobId"])
+    liveness.beat(redis_conn, "alive@host", [entries["alive"][0]])
+    first, second = liveness.sweep(redis_conn), liveness.sweep(redis_conn)
+    assert first == [entries["dead"][1]] and second == []
+    assert redis_conn.llen(queue) == 1  # put back once, at the front
+    assert redis_conn.hexists(records.key("unacked"), entries["alive"][0])  # a living worker keeps its own
+    dead = client.status(entries["dead"][1])
+    assert dead["state"] == "queued" and dead["recovered"] == 1 and dead["lostWorker"] == "dead@host"
+    running = client.status(entries["alive"][1])
+    assert running["state"] == "running" and running["workerLastSeen"] is not None
+    liveness.forget(redis_conn, "alive@host")
+    assert liveness.sweep(redis_conn) == [entries["alive"][1]]  # stopped: swept at once
+    redis_conn.delete(records.key("unacked"), records.key("unacked_index"))
