@@ -12,7 +12,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# Run from anywhere: the checkout's package, not an installed one. bench/queue.py is named like the standard library's queue module: keep this folder off the path.
+# Run from anywhere: the checkout's package, not an installed one. bench/queue.py is named
+# like the standard library's queue module: keep this folder off the path.
 HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 sys.path.insert(0, str(HERE.parent))

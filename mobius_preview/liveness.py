@@ -127,10 +127,12 @@ def last_seen(name: str) -> float | None:
 
 
 class Heartbeat:
-    """The worker's thread that beats and sweeps until ``stop``."""
+    """The worker's thread that beats and sweeps until ``stop``, or until ``running()``
+    says the worker has stopped (embedded workers end without a shutdown signal)."""
 
-    def __init__(self, name: str, held: Callable[[], Iterable[str]]):
-        self.name, self.held = name, held
+    def __init__(self, name: str, held: Callable[[], Iterable[str]],
+                 running: Callable[[], bool] = lambda: True):
+        self.name, self.held, self.running = name, held, running
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="mobius-heartbeat")
 
@@ -160,7 +162,7 @@ class Heartbeat:
             except Exception as exc:  # Redis away: beat again next tick
                 log.warning("heartbeat: %s", exc)
             n += 1
-            if self._done.wait(tick):
+            if self._done.wait(tick) or not self.running():
                 break
         try:
             forget(conn, self.name)

@@ -14,6 +14,7 @@ import sys
 
 import redis
 from celery import signals
+from celery.bootsteps import TERMINATE
 from celery.worker import state as worker_state
 from celery.worker.consumer import Consumer as CeleryConsumer
 
@@ -55,7 +56,13 @@ def _held() -> list[str]:
 
 @signals.worker_init.connect
 def _start_heartbeat(sender=None, **_: object) -> None:
-    heartbeat = _heartbeats[sender.hostname] = liveness.Heartbeat(sender.hostname, _held)
+    # Beats until the worker has fully stopped: through a warm shutdown, while the
+    # jobs in hand finish, its messages stay its own.
+    def running() -> bool:
+        return sender.blueprint is None or sender.blueprint.state != TERMINATE
+
+    _stop_heartbeat(sender)  # one per node name
+    heartbeat = _heartbeats[sender.hostname] = liveness.Heartbeat(sender.hostname, _held, running)
     heartbeat.start()
 
 
