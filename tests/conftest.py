@@ -18,9 +18,11 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -137,6 +139,33 @@ def tiny_render_job(job_id: str | None = None, **options) -> dict:
             "options": opts,
         },
     }
+
+
+def small_job() -> dict:
+    """A real render of two text-only steps at 160x90: quick, unique content each time."""
+    job = tiny_render_job(resolution="160x90", fps=5)
+    job["previewRequest"]["steps"][0]["text"] = f"unique {uuid.uuid4().hex}"
+    job["previewRequest"]["steps"][1].pop("image")
+    job["previewRequest"]["assets"] = []
+    return job
+
+
+@contextmanager
+def task_events(kind: str) -> Iterator[list[dict]]:
+    """Celery task events of ``kind`` as Flower would see them: a real receiver on this Redis."""
+    seen: list[dict] = []
+    app = mobius_preview.app
+    with app.connection_for_read() as conn:
+        receiver = app.events.Receiver(conn, handlers={kind: seen.append})
+        thread = threading.Thread(target=lambda: receiver.capture(limit=None, timeout=None, wakeup=False),
+                                  daemon=True)
+        thread.start()
+        time.sleep(0.5)  # subscribed before anything is sent
+        try:
+            yield seen
+        finally:
+            receiver.should_stop = True
+            thread.join(timeout=5)
 
 
 @pytest.fixture

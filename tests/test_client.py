@@ -10,6 +10,7 @@ import threading
 import time
 
 import pytest
+from conftest import task_events
 
 import mobius_preview
 from mobius_preview import (
@@ -181,17 +182,8 @@ def test_submitted_in_bulk_jobs_all_run_once(worker, make_job):
 @pytest.fixture
 def sent_events():
     """task-sent events as Flower would see them: a real event receiver on this Redis."""
-    seen: list[dict] = []
-    app = mobius_preview.app
-    with app.connection_for_read() as conn:
-        receiver = app.events.Receiver(conn, handlers={"task-sent": seen.append})
-        thread = threading.Thread(target=lambda: receiver.capture(limit=None, timeout=None, wakeup=False),
-                                  daemon=True)
-        thread.start()
-        time.sleep(0.5)  # subscribed before anything is sent
+    with task_events("task-sent") as seen:
         yield seen
-        receiver.should_stop = True
-        thread.join(timeout=5)
 
 
 def test_task_sent_events_name_only_the_jobs_accepted(make_job, settings_env, sent_events):

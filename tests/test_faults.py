@@ -6,11 +6,10 @@ import os
 import random
 import subprocess
 import time
-import uuid
 from pathlib import Path
 
 import pytest
-from conftest import encode_count, fake_ffmpeg, tiny_render_job
+from conftest import encode_count, fake_ffmpeg, small_job, tiny_render_job
 
 import mobius_preview
 from mobius_preview import client, records
@@ -19,13 +18,6 @@ from mobius_preview.render import manifest
 SHORT = {"PREVIEW_SOFT_TIME_LIMIT": "8", "PREVIEW_TIME_LIMIT": "10", "PREVIEW_VISIBILITY_TIMEOUT": "15",
          "PREVIEW_RESTORE_INTERVAL": "1"}
 
-
-def small_job() -> dict:
-    job = tiny_render_job(resolution="160x90", fps=5)
-    job["previewRequest"]["steps"][0]["text"] = f"unique {uuid.uuid4().hex}"
-    job["previewRequest"]["steps"][1].pop("image")
-    job["previewRequest"]["assets"] = []
-    return job
 
 
 @pytest.mark.slow

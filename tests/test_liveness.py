@@ -9,7 +9,7 @@ import time
 import uuid
 
 import pytest
-from conftest import fake_ffmpeg, tiny_render_job, wait_for
+from conftest import fake_ffmpeg, small_job, wait_for
 
 import mobius_preview
 from mobius_preview import client, records
@@ -21,13 +21,6 @@ from mobius_preview.config import settings
 SHIPPED = {"PREVIEW_SOFT_TIME_LIMIT": "600", "PREVIEW_TIME_LIMIT": "660",
            "PREVIEW_VISIBILITY_TIMEOUT": "1330", "PREVIEW_STALLED_SECONDS": "30"}
 
-
-def small_job() -> dict:
-    job = tiny_render_job(resolution="160x90", fps=5)
-    job["previewRequest"]["steps"][0]["text"] = f"unique {uuid.uuid4().hex}"
-    job["previewRequest"]["steps"][1].pop("image")
-    job["previewRequest"]["assets"] = []
-    return job
 
 
 def _running_on(job_id: str, name: str) -> dict | None:

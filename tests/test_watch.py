@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
 
-from conftest import RUN_DIR, fake_ffmpeg, tiny_render_job, wait_for
+from conftest import RUN_DIR, fake_ffmpeg, task_events, tiny_render_job, wait_for
 
 import mobius_preview
 from mobius_preview import client, dlq, records
@@ -83,21 +82,12 @@ def test_progress_never_goes_down_and_is_throttled(make_job):
 
 def test_progress_reaches_task_events_and_the_piped_cli_prints_each_change(worker):
     """task-progress events as Flower would see them, and `status --wait` into a pipe."""
-    seen: list[dict] = []
-    app = mobius_preview.app
     job = tiny_render_job()
-    with app.connection_for_read() as conn:
-        receiver = app.events.Receiver(conn, handlers={"task-progress": seen.append})
-        thread = threading.Thread(target=lambda: receiver.capture(limit=None, timeout=None, wakeup=False),
-                                  daemon=True)
-        thread.start()
-        time.sleep(0.5)  # subscribed before anything is sent
+    with task_events("task-progress") as seen:
         mobius_preview.submit(job)
         cli = subprocess.run([str(Path(sys.executable).parent / "mobius-preview"), "status", job["jobId"],
                               "--wait", "--timeout", "60"], capture_output=True, text=True, timeout=90)
         wait_for(lambda: any(e.get("stage") == "publish" for e in seen), timeout=10)
-        receiver.should_stop = True
-        thread.join(timeout=5)
     assert {e["uuid"] for e in seen} == {job["jobId"]}
     assert [e["percent"] for e in seen] == sorted(e["percent"] for e in seen)
     lines = cli.stdout.splitlines()
