@@ -16,7 +16,7 @@ broker_url = _s.redis_url
 # them through mobius_preview.status()/wait() or the returned PreviewResult.
 task_ignore_result = True
 
-# JSON only: a pickled message is refused by the worker, never deserialized.
+# JSON only: a message in any other serialization is refused by the worker, never loaded.
 task_serializer = "json"
 accept_content = ["json"]
 event_serializer = "json"
@@ -80,5 +80,6 @@ worker_hijack_root_logger = False
 # The worker's own hooks (logging, broker check, metrics, clean-up): a worker imports
 # these before it sends its start-up signals; a host process never loads them.
 imports = ["mobius_preview.worker"]
-# Messages the worker cannot run (undecodable, pickle, unknown task) become dead letters.
+# Messages the worker cannot run (undecodable, a refused content type, unknown task) become
+# dead letters.
 worker_consumer = "mobius_preview.worker:Consumer"

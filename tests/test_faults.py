@@ -15,6 +15,9 @@ import mobius_preview
 from mobius_preview import client, records
 from mobius_preview.render import manifest
 
+# Short limits and visibility timeout on purpose: these tests judge the time limits and
+# kombu's visibility-timeout restore, the last resort behind the heartbeat sweep. What
+# the shipped defaults do when a worker is lost is judged in test_liveness.py.
 SHORT = {"PREVIEW_SOFT_TIME_LIMIT": "8", "PREVIEW_TIME_LIMIT": "10", "PREVIEW_VISIBILITY_TIMEOUT": "15",
          "PREVIEW_RESTORE_INTERVAL": "1"}
 
