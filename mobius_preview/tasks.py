@@ -121,7 +121,7 @@ def render_preview(self: PreviewTask, payload: Any = None, *extra: Any, **unexpe
 
     A stored preview (a cache hit) is known before the job starts, so the start
     script marks it succeeded in the same round trip. Whatever raises from here is
-    retried (``autoretry_for``) unless it is a PermanentError.
+    retried (``autoretry_for``) unless it is a PermanentError, a lost Redis or a cancel.
     """
     job_id = self.request.id
     attempt = self.request.retries + 1
