@@ -38,6 +38,8 @@ elif action == "wait":
 def test_jobs_survive_a_redis_restart(tmp_path):
     redis = PrivateRedis(tmp_path)
     redis.start()
+    # Short limits and visibility timeout: this judges a Redis restart (AOF, reconnects),
+    # not the loss of a worker, which test_liveness.py judges with the shipped defaults.
     overrides = {"REDIS_URL": f"redis://127.0.0.1:{redis.port}/0",
            "REDIS_KEY_PREFIX": f"restart-{uuid.uuid4().hex[:6]}:", "DATA_DIR": str(tmp_path / "data"),
            "PREVIEW_VISIBILITY_TIMEOUT": "15", "PREVIEW_SOFT_TIME_LIMIT": "8", "PREVIEW_TIME_LIMIT": "10",

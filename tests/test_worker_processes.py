@@ -18,7 +18,8 @@ def _state(job_id: str) -> str | None:
 
 def test_sigkill_mid_job_the_job_still_completes_once(worker_process, tiny_job, tmp_path):
     slow = fake_ffmpeg(tmp_path, sleep=3)
-    # Short limits so the visibility timeout (and so the test) is short.
+    # Short limits and visibility timeout: this judges kombu's own restore of an unacked
+    # message (the last resort); the shipped defaults are judged in test_liveness.py.
     env = {"FFMPEG_BINARY": str(slow), "PREVIEW_SOFT_TIME_LIMIT": "8", "PREVIEW_TIME_LIMIT": "10",
            "PREVIEW_VISIBILITY_TIMEOUT": "15"}
     job = tiny_job()
