@@ -387,22 +387,21 @@ def retrying(job_id: str, error: str, delay: float) -> None:
 
 def cancelled(job_id: str) -> None:
     """A running job's render stopped on request: the job ends cancelled."""
-    now = now_iso()
-    change(job_id, "state", {"state": "cancelled", "error": "cancelled", "at": now},
-           state="cancelled", error="cancelled", finishedAt=now)
+    _change(job_id, "state", _event("cancelled", error="cancelled"),
+            state="cancelled", error="cancelled", finishedAt=now_iso())
 
 
 def progress(job_id: str, stage: str, percent: float) -> None:
     """Where a running render is: its stage and a percent (the caller keeps it rising)."""
-    change(job_id, "progress", {"stage": stage, "percent": round(percent, 1), "at": now_iso()},
-           progressStage=stage, progressPercent=round(percent, 1))
+    percent = round(percent, 1)
+    _change(job_id, "progress", json.dumps({"stage": stage, "percent": percent, "at": now_iso()}),
+            progressStage=stage, progressPercent=percent)
 
 
-def change(job_id: str, kind: str, event: dict[str, Any], **fields: Any) -> None:
-    """Set fields of a job and put ``event`` (of ``kind``: state, progress) on its stream."""
+def _change(job_id: str, kind: str, event: str, **fields: Any) -> None:
+    """Set fields of a job and put ``event`` (JSON, of ``kind``: state, progress) on its stream."""
     script(_CHANGE)(keys=[job_key(job_id), events_key(job_id)],
-                    args=[_text({**fields, "updatedAt": now_iso()}), settings().record_ttl, kind,
-                          json.dumps(event)])
+                    args=[_text({**fields, "updatedAt": now_iso()}), settings().record_ttl, kind, event])
 
 
 def cancel(job_id: str) -> str:
