@@ -143,6 +143,14 @@ class Heartbeat:
         self._done.set()
         self._thread.join(timeout=5)
 
+    def _stopped_within(self, seconds: float) -> bool:
+        """Wait ``seconds``, looking twice a second whether the worker has stopped."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            if self._done.wait(min(0.5, left)) or not self.running():
+                return True
+        return False
+
     def _run(self) -> None:
         # A client of its own: the pool's children, forked from this process, never use it.
         cfg = settings()
@@ -162,7 +170,7 @@ class Heartbeat:
             except Exception as exc:  # Redis away: beat again next tick
                 log.warning("heartbeat: %s", exc)
             n += 1
-            if self._done.wait(tick) or not self.running():
+            if self._stopped_within(tick):
                 break
         try:
             forget(conn, self.name)
