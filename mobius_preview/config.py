@@ -59,6 +59,8 @@ class Settings:
     webhook_max_tries: int = 8
     webhook_timeout: int = 5
     api_max_body: int = 1_000_000
+    render_threads: int = 2
+    segment_days: int = 7
 
     @property
     def webhook_queue(self) -> str:
@@ -242,6 +244,8 @@ def load(env: dict[str, str] | None = None) -> Settings:
         webhook_allow=allow,
         webhook_max_tries=_int(env, "PREVIEW_WEBHOOK_MAX_TRIES", 8, minimum=1),
         webhook_timeout=_int(env, "PREVIEW_WEBHOOK_TIMEOUT", 5, minimum=1),
+        render_threads=_int(env, "PREVIEW_RENDER_THREADS", os.cpu_count() or 1, minimum=1),
+        segment_days=_int(env, "PREVIEW_SEGMENT_DAYS", 7, minimum=1),
     )
 
 

@@ -5,7 +5,8 @@ Layout::
     DATA_DIR/previews/<key>/        one finished preview (video, poster, captions, manifest.json)
     DATA_DIR/index/<projectId>/<day>.<host>.<pid>.jsonl   which key each job ended with
     DATA_DIR/tmp/<key>.<random>/    renders in progress (same file system as previews/)
-    DATA_DIR/asset-facts/<sha256>.<type>.json   durations and sizes of asset files
+    DATA_DIR/asset-facts/<sha256>.<type>.json   durations, sizes and loudness of asset files
+    DATA_DIR/segments/<key>.<kind>   rendered steps (video, audio, thumbnail) shared by renders
 
 A render is written into tmp/ and moved into previews/ with one rename, so a preview
 is either complete or absent; when two workers race on the same key, the first
@@ -49,6 +50,11 @@ def preview_dir(key: str) -> Path:
 def asset_facts_dir() -> Path:
     """Where the renderer keeps what it learnt about asset files, by their sha256."""
     return root() / "asset-facts"
+
+
+def segments_dir() -> Path:
+    """Where rendered segments are kept by their keys, for the next render that needs them."""
+    return root() / "segments"
 
 
 def lookup(key: str) -> Path | None:

@@ -224,7 +224,8 @@ def execute(payload: Any, located: Located | None = None, control: Control | Non
         prepared = render.prepare(identified, cfg.max_video_seconds, storage.asset_facts_dir())
         workdir = storage.new_workdir(identified.key)
         try:
-            rendered = render.render(prepared, workdir, timeout=cfg.soft_time_limit, control=control)
+            rendered = render.render(prepared, workdir, timeout=cfg.soft_time_limit, control=control,
+                                     segments=storage.segments_dir())
             timings = rendered["timings"]
             control.check()
             control.progress("publish", 97)

@@ -83,6 +83,9 @@ def _clean_leftovers(**_: object) -> None:
     removed = storage.clean_stale(settings().time_limit + 60)
     if removed:
         log.info("removed %d temporary folders left by crashed renders", removed)
+    pruned = render.prune_segments(storage.segments_dir(), settings().segment_days * 86400)
+    if pruned:
+        log.info("removed %d segments no render used in %d days", pruned, settings().segment_days)
 
 
 _log_tokens: dict[str, object] = {}

@@ -14,7 +14,7 @@ import json
 import shutil
 import time
 import unicodedata
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,12 +23,20 @@ from typing import Any
 
 from PIL import Image
 
+from ..config import settings
 from . import assets as asset_checks
-from . import captions, encode, ffmpeg, manifest, slides, text
+from . import captions, encode, ffmpeg, manifest, mix, segments, slides, text
 from .control import Control
 from .plan import Plan, build
+from .store import SegmentStore
+from .store import prune as prune_segments
 
-RENDERER_VERSION = "1.1.0"  # 1.1: Noto fonts per character, shaping, mirrored right-to-left
+__all__ = ["RENDERER_VERSION", "Identified", "Prepared", "content_key", "identify", "planned_duration",
+           "prepare", "prune_segments", "render", "text_warnings", "warm"]
+
+# 1.1: Noto fonts per character, shaping, mirrored right-to-left.
+# 1.2: MP4 joined from per-step segments; loudness normalised clip by clip.
+RENDERER_VERSION = "1.2.0"
 # Fields of a job that never change the output: left out of the content key.
 _NOT_CONTENT = ("jobId", "projectId", "requestId", "priority", "attempts", "createdAt", "updatedAt",
                 "webhook")
@@ -96,11 +104,13 @@ class _Stages:
             self.seconds[name] = round(time.perf_counter() - start, 4)
 
 
-def render(prepared: Prepared, out: Path, *, timeout: float,
-           control: Control | None = None) -> dict[str, Any]:
+def render(prepared: Prepared, out: Path, *, timeout: float, control: Control | None = None,
+           segments: Path | None = None, threads: int | None = None) -> dict[str, Any]:
     """Write the preview (or, for a dry run, only the manifest) into ``out``.
 
-    ``control`` follows it (progress) and can stop it (Cancelled).
+    ``control`` follows it (progress) and can stop it (Cancelled). ``segments`` is the
+    folder of rendered segments shared by renders (none: every segment is made here and
+    thrown away); ``threads`` how many segments are made at once (PREVIEW_RENDER_THREADS).
     """
     control = control or Control()
     job, plan = prepared.job, prepared.plan
@@ -123,7 +133,9 @@ def render(prepared: Prepared, out: Path, *, timeout: float,
         "warnings": text_warnings(plan),
     }
     if not job.get("dryRun"):
-        info["output"] = _render_media(plan, out, stages, timeout, control)
+        media = _Media(plan, out, stages, control, time.monotonic() + timeout,
+                       threads or settings().render_threads)
+        info["output"] = media.render(segments)
     info["timings"] = stages.seconds
     return manifest.write(out, info)
 
@@ -150,56 +162,191 @@ def warm() -> None:
     text.warm()
 
 
-def _render_media(plan: Plan, out: Path, stages: _Stages, timeout: float, control: Control) -> dict[str, Any]:
-    """Audio on one thread; slides, then the video, on this one; the audio thread writes the file."""
-    scratch = out / ".scratch"
-    scratch.mkdir()
-    video = out / f"preview.{plan.format}"
-    video_ready: Future[Path] = Future()
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        audio = pool.submit(stages.timed, "audio_and_mux", encode.audio_and_mux, plan, scratch,
-                            video_ready, video, timeout=timeout, stop=control.stop)
-        try:
-            video_ready.set_result(_slides_and_video(plan, out, scratch, stages, timeout, control))
-        except BaseException as exc:
-            video_ready.set_exception(exc)
-            raise
-        finally:
-            with stages.stage("wait_audio"):
-                control.progress("audio", 90)
-                gain = audio.result()
-    shutil.rmtree(scratch)
-    with stages.stage("probe"):
-        facts = ffmpeg.probe(video)
-    return {"file": video.name, "gainDb": gain, **facts}
+class _Media:
+    """One render's video, audio, poster, contact sheet and captions."""
 
+    def __init__(self, plan: Plan, out: Path, stages: _Stages, control: Control, deadline: float,
+                 threads: int) -> None:
+        self.plan, self.out, self.stages, self.control = plan, out, stages, control
+        self.deadline, self.threads = deadline, threads
+        self.scratch = out / ".scratch"
 
-def _slides_and_video(plan: Plan, out: Path, scratch: Path, stages: _Stages, timeout: float,
-                      control: Control) -> Path:
-    frames: list[tuple[Path, float]] = []
-    thumbs = []
-    with stages.stage("slides"):
-        for slide in plan.slides:
+    def left(self) -> float:
+        """Seconds left of the render's time limit, for the next ffmpeg it starts."""
+        return max(0.1, self.deadline - time.monotonic())
+
+    def render(self, segments: Path | None) -> dict[str, Any]:
+        plan = self.plan
+        self.scratch.mkdir()
+        store = SegmentStore(segments or self.scratch / "segments")
+        music, music_samples = None, None
+        if plan.music is not None:
+            with self.stages.stage("music"):
+                music, music_samples = mix.music_pcm(plan.music, store, timeout=self.left(),
+                                                     stop=self.control.stop)
+        video = self.out / f"preview.{plan.format}"
+        if plan.format == "mp4":
+            made, thumbs = self._segmented(store, music, music_samples, video)
+        else:
+            made, thumbs = self._whole(music, music_samples, video)
+        with self.stages.stage("sheet"):
+            slides.contact_sheet(thumbs).save(self.out / "contact-sheet.png", compress_level=6)
+            if plan.include_captions:
+                (self.out / "captions.srt").write_text(captions.srt(plan), encoding="utf-8")
+                (self.out / "captions.vtt").write_text(captions.vtt(plan), encoding="utf-8")
+        shutil.rmtree(self.scratch)
+        with self.stages.stage("probe"):
+            facts = ffmpeg.probe(video)
+        return {"file": video.name, "loudness": self._loudness(), "segments": made, **facts}
+
+    def _loudness(self) -> dict[str, Any] | None:
+        """Per-clip normalisation: what each clip was measured at and the gain it was given."""
+        plan = self.plan
+        if not plan.normalize:
+            return None
+        clips = {s.narration.id: s.narration for s in plan.slides if s.narration is not None}
+        if plan.music is not None:
+            clips[plan.music.id] = plan.music
+        return {
+            "method": "per-clip", "targetLufs": segments.TARGET_LUFS,
+            "clips": {cid: {"lufs": a.loudness, "gainDb": segments.clip_gain_db(a, True)}
+                      for cid, a in sorted(clips.items())},
+        }
+
+    def _segmented(self, store: SegmentStore, music: Path | None, music_samples: int | None,
+                   video: Path) -> tuple[dict[str, Any], list[Image.Image]]:
+        """MP4: every step a video and an audio segment, made only when not already stored,
+        several at once, then joined by stream copy."""
+        plan, control = self.plan, self.control
+        codec = encode.CODECS["mp4"]
+        videos = segments.video_segments(plan, codec["video"])
+        audios = segments.audio_segments(plan, codec["audio"], music_samples)
+        todo_video = [s for s in videos if not self._stored(store, s.key, _video_files(s))]
+        todo_audio = [s for s in audios if not self._stored(store, s.key, (".aac",))]
+
+        def encode_video(seg: segments.VideoSegment, bmp: Path) -> None:
+            _put(store, seg.key, ".mp4", lambda p: encode.video_segment(
+                plan, seg, bmp, p, timeout=self.left(), stop=control.stop))
+            bmp.unlink()
+
+        def encode_audio(seg: segments.AudioSegment) -> None:
             control.check()
-            control.progress(f"slides {slide.index + 1}/{len(plan.slides)}",
-                             10 + 50 * slide.index / len(plan.slides))
-            picture = slides.draw(plan, slide)
-            path = scratch / f"slide-{slide.index:03d}.bmp"  # uncompressed: quickest both ways
-            picture.save(path)
-            if slide.index == 0:
-                picture.save(out / "poster.png", compress_level=6)
-            thumbs.append(picture.resize((THUMB_WIDTH, THUMB_WIDTH * plan.height // plan.width),
-                                         Image.Resampling.BILINEAR, reducing_gap=2.0))
-            frames.append((path, slide.duration))
-    with stages.stage("video"):
-        control.progress("video", 60)
-        encoding, track = encode.start_video(plan, frames, scratch)
-        slides.contact_sheet(thumbs).save(out / "contact-sheet.png", compress_level=6)
-        if plan.include_captions:
-            (out / "captions.srt").write_text(captions.srt(plan), encoding="utf-8")
-            (out / "captions.vtt").write_text(captions.vtt(plan), encoding="utf-8")
-        encoding.finish(timeout, control.stop)
-    return track
+            _put(store, seg.key, ".aac", lambda p: mix.encode_segment(
+                plan, seg, music, codec["audio"], p, timeout=self.left(), stop=control.stop))
+
+        # ffmpeg runs on `threads` threads, audio first (the longest work); this thread draws
+        # the slides meanwhile (Pillow holds the GIL) and queues each one's video as it is ready.
+        with self.stages.stage("segments"), ThreadPoolExecutor(max_workers=self.threads) as pool:
+            futures = [pool.submit(encode_audio, seg) for seg in todo_audio]
+            try:
+                for n, seg in enumerate(todo_video):
+                    control.check()
+                    control.progress(f"slides {n + 1}/{len(todo_video)}", 10 + 30 * n / len(todo_video))
+                    futures.append(pool.submit(encode_video, seg, self._draw(store, seg)))
+                for done, future in enumerate(as_completed(futures), start=1):
+                    future.result()
+                    control.progress(f"segments {done}/{len(futures)}", 40 + 50 * done / len(futures))
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+        with self.stages.stage("join"):
+            control.progress("join", 90)
+            encode.assemble(plan, [store.path(s.key, ".mp4") for s in videos],
+                            [store.path(s.key, ".aac") for s in audios], self.scratch, video,
+                            timeout=self.left(), stop=control.stop)
+            shutil.copyfile(store.path(videos[0].key, ".poster.png"), self.out / "poster.png")
+            thumbs = [_opened(store.path(s.key, ".thumb.png")) for s in videos]
+        made = {
+            "video": {"count": len(videos), "rendered": len(todo_video), "keys": [s.key for s in videos]},
+            "audio": {"count": len(audios), "rendered": len(todo_audio), "keys": [s.key for s in audios]},
+        }
+        return made, thumbs
+
+    @staticmethod
+    def _stored(store: SegmentStore, key: str, suffixes: tuple[str, ...]) -> bool:
+        return all(store.get(key, suffix) is not None for suffix in suffixes)
+
+    def _draw(self, store: SegmentStore, seg: segments.VideoSegment) -> Path:
+        """Draw a step's slide: its thumbnail (and the poster) go to the store, the picture
+        to a scratch file for its video."""
+        picture = slides.draw(self.plan, seg.slide)
+        _put(store, seg.key, ".thumb.png", lambda p: _thumbnail(self.plan, picture).save(p, format="PNG"))
+        if seg.index == 0:
+            _put(store, seg.key, ".poster.png", lambda p: picture.save(p, format="PNG", compress_level=6))
+        bmp = self.scratch / f"slide-{seg.index:03d}.bmp"  # uncompressed: quickest both ways
+        picture.save(bmp)
+        return bmp
+
+    def _whole(self, music: Path | None, music_samples: int | None,
+               video: Path) -> tuple[dict[str, Any], list[Image.Image]]:
+        """WebM in one piece: the whole track mixed on one thread while the slides are
+        drawn and encoded on this one; the audio thread writes the file."""
+        plan, control, stages = self.plan, self.control, self.stages
+        whole = segments.audio_segments(plan, encode.CODECS[plan.format]["audio"], music_samples,
+                                        whole=True)[0]
+        video_ready: Future[Path] = Future()
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            audio = pool.submit(stages.timed, "audio_and_mux", encode.audio_and_mux, plan, whole, music,
+                                self.scratch, video_ready, video, timeout=self.left(), stop=control.stop)
+            try:
+                track, thumbs = self._slides_and_video()
+                video_ready.set_result(track)
+            except BaseException as exc:
+                video_ready.set_exception(exc)
+                raise
+            finally:
+                with stages.stage("wait_audio"):
+                    control.progress("audio", 90)
+                    audio.result()
+        return {"video": {"count": 1, "rendered": 1}, "audio": {"count": 1, "rendered": 1}}, thumbs
+
+    def _slides_and_video(self) -> tuple[Path, list[Image.Image]]:
+        plan, control = self.plan, self.control
+        frames: list[tuple[Path, float]] = []
+        thumbs = []
+        with self.stages.stage("slides"):
+            for slide in plan.slides:
+                control.check()
+                control.progress(f"slides {slide.index + 1}/{len(plan.slides)}",
+                                 10 + 50 * slide.index / len(plan.slides))
+                picture = slides.draw(plan, slide)
+                path = self.scratch / f"slide-{slide.index:03d}.bmp"
+                picture.save(path)
+                if slide.index == 0:
+                    picture.save(self.out / "poster.png", compress_level=6)
+                thumbs.append(_thumbnail(plan, picture))
+                frames.append((path, slide.duration))
+        with self.stages.stage("video"):
+            control.progress("video", 60)
+            encoding, track = encode.start_video(plan, frames, self.scratch)
+            encoding.finish(self.left(), control.stop)
+        return track, thumbs
+
+
+def _video_files(seg: segments.VideoSegment) -> tuple[str, ...]:
+    return (".mp4", ".thumb.png", ".poster.png") if seg.index == 0 else (".mp4", ".thumb.png")
+
+
+def _put(store: SegmentStore, key: str, suffix: str, write) -> None:
+    """Write one file of a segment under a private name and move it into the store."""
+    tmp = store.tmp(key, suffix)
+    try:
+        write(tmp)
+        store.put(tmp, key, suffix)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _thumbnail(plan: Plan, picture: Image.Image) -> Image.Image:
+    return picture.resize((THUMB_WIDTH, THUMB_WIDTH * plan.height // plan.width),
+                          Image.Resampling.BILINEAR, reducing_gap=2.0)
+
+
+def _opened(path: Path) -> Image.Image:
+    with Image.open(path) as im:
+        im.load()
+        return im
 
 
 def planned_duration(folder: Path) -> float:

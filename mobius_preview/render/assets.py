@@ -39,6 +39,7 @@ class Asset:
     sha256: str
     size: int
     duration: float | None = None  # audio only
+    loudness: float | None = None  # audio only: integrated LUFS, None when silent
     dimensions: tuple[int, int] | None = None  # images only
     where: str = ""  # JSON path of the asset in the job, for error messages
 
@@ -95,14 +96,14 @@ def _check_image(path: Path, where: str) -> tuple[int, int]:
         raise AssetError(f"{where}: Pillow cannot open the image: {exc}") from None
 
 
-def _check_audio(path: Path, where: str) -> float:
+def _check_audio(path: Path, where: str) -> tuple[float, float | None]:
     try:
-        duration = ffmpeg.decoded_duration(path, stream="a")
+        duration, loudness = ffmpeg.audio_facts(path)
     except EncoderError as exc:
         raise AssetError(f"{where}: ffmpeg cannot decode the audio: {exc}") from None
     if duration <= 0:
         raise AssetError(f"{where}: audio has no length")
-    return duration
+    return duration, loudness
 
 
 def locate(project_root: Path, specs: list[dict[str, Any]]) -> dict[str, Asset]:
@@ -124,7 +125,8 @@ def locate(project_root: Path, specs: list[dict[str, Any]]) -> dict[str, Asset]:
 
 
 def inspect(located: dict[str, Asset], cache_dir: Path | None = None) -> dict[str, Asset]:
-    """Open every image and decode every audio clip: proof they are usable, and their sizes.
+    """Open every image and decode every audio clip: proof they are usable, their sizes,
+    and each clip's loudness (the renderer normalises clip by clip).
 
     What was learnt about a file is kept in ``cache_dir`` under its sha256, so the
     same bytes (a music loop, a board picture) are decoded once per store, not per job.
@@ -137,7 +139,8 @@ def inspect(located: dict[str, Asset], cache_dir: Path | None = None) -> dict[st
         if asset.type == "image":
             checked = replace(asset, dimensions=_check_image(asset.path, asset.where))
         else:
-            checked = replace(asset, duration=_check_audio(asset.path, asset.where))
+            duration, loudness = _check_audio(asset.path, asset.where)
+            checked = replace(asset, duration=duration, loudness=loudness)
         _cache_write(cache_dir, checked)
         return checked
 
@@ -160,8 +163,11 @@ def _cache_read(cache_dir: Path | None, asset: Asset) -> Asset | None:
         return None
     if asset.type == "image" and isinstance(facts.get("dimensions"), list):
         return replace(asset, dimensions=tuple(facts["dimensions"]))
-    if asset.type == "audio" and isinstance(facts.get("duration"), float | int):
-        return replace(asset, duration=float(facts["duration"]))
+    if (asset.type == "audio" and isinstance(facts.get("duration"), float | int)
+            and "loudness" in facts):  # facts written before loudness was kept are learnt again
+        loudness = facts["loudness"]
+        return replace(asset, duration=float(facts["duration"]),
+                       loudness=float(loudness) if isinstance(loudness, float | int) else None)
     return None
 
 
@@ -171,7 +177,8 @@ def _cache_write(cache_dir: Path | None, asset: Asset) -> None:
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
         tmp = cache_dir / f".{asset.sha256}.{os.getpid()}.{threading.get_ident()}"
-        tmp.write_text(json.dumps({"duration": asset.duration, "dimensions": asset.dimensions}))
+        tmp.write_text(json.dumps({"duration": asset.duration, "loudness": asset.loudness,
+                                   "dimensions": asset.dimensions}))
         os.replace(tmp, _cache_path(cache_dir, asset))
     except OSError:
         pass  # a cache that cannot be written only costs time

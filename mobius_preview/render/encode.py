@@ -1,37 +1,33 @@
-"""ffmpeg work of a render: the audio mix, then one encode of slides and audio.
+"""ffmpeg work of a render: video segments, the joining of segments, and WebM in one piece.
 
-Audio is mixed first, into a WAV in the scratch folder, while Pillow draws the
-slides (two processes, two cores): a silent bed of exactly the video's length,
-narration clips delayed to their steps' start times, music looped and trimmed and
-ducked under the narration with a sidechain compressor. When the job asks for
-normalisation the same pass measures integrated loudness (EBU R128, ``ebur128``),
-and the encode applies the gain to -16 LUFS with a limiter at -1.5 dBFS: a
-measured linear gain, several times faster than ffmpeg's one-pass ``loudnorm``.
+MP4 is made of segments (see ``segments``): each step's slide encoded alone as a short
+H.264 file (distinct frames only: the picture at its first frame and again at its
+last, variable frame rate on the requested grid), each step's audio as ADTS AAC.
+``assemble`` joins them by stream copy: the concat demuxer lays the video segments end
+to end, the AAC packets are concatenated, and the MP4 edit list drops the encoder's
+priming at the start and the padding at the end, so the track is exactly as long
+as planned.
 
-Slides are still pictures, so only the distinct frames are encoded: variable frame
-rate through the concat demuxer, each picture held for its step's duration, on the
-requested frame grid (video time base 1/fps).
+WebM (VP9 and Opus) is still encoded in one piece: the slides as one video, the
+whole track's mix (the same graph as a segment, one window) encoded beside it.
 """
 
 from __future__ import annotations
 
-import re
+import shutil
 import threading
 from concurrent.futures import Future
 from pathlib import Path
 
-from . import ffmpeg
+from . import ffmpeg, mix
 from .plan import Plan
-
-SAMPLE_RATE = 48000
-TARGET_LUFS = -16.0
-PEAK_LIMIT = 10 ** (-1.5 / 20)  # -1.5 dBFS as a linear amplitude
+from .segments import PACKET, SAMPLE_RATE, AudioSegment, VideoSegment, total_samples
 
 CODECS = {
     "mp4": {
         "video": ["-c:v", "libx264", "-preset", "veryfast", "-tune", "stillimage", "-crf", "23", "-bf", "0",
                   "-pix_fmt", "yuv420p"],
-        "audio": ["-c:a", "aac", "-b:a", "192k"],
+        "audio": ["-c:a", "aac", "-b:a", "192k", "-ar", str(SAMPLE_RATE), "-ac", "2"],
         "container": ["-movflags", "+faststart"],
     },
     "webm": {
@@ -50,101 +46,65 @@ def concat_list(plan: Plan, frames: list[tuple[Path, float]]) -> str:
     stream itself (not only the audio) lasts exactly the planned duration.
     """
     tick = 1 / plan.fps
+    # Each picture is read at the plan's frame rate, so its duration is a whole number of
+    # ticks of its own time base (at the image reader's default 25 fps it would be rounded).
+    rate = f"option framerate {plan.fps}"
     lines = ["ffconcat version 1.0"]
     for n, (path, seconds) in enumerate(frames):
         if n == len(frames) - 1:
             seconds -= tick
-        lines.append(f"file '{path.name}'")
-        if seconds > 0:
-            lines.append(f"duration {seconds:.6f}")
-    lines += [f"file '{frames[-1][0].name}'", f"duration {tick:.6f}"]
+        if seconds > tick / 2:  # a picture shown for a single frame is listed once
+            lines += [f"file '{path.name}'", rate, f"duration {seconds:.6f}"]
+    lines += [f"file '{frames[-1][0].name}'", rate, f"duration {tick:.6f}"]
     return "\n".join(lines) + "\n"
 
 
-def audio_graph(plan: Plan) -> tuple[list[str], str]:
-    """Input arguments and filter graph producing ``[aout]`` of exactly plan.duration."""
-    total = plan.duration
-    fmt = f"aresample={SAMPLE_RATE},aformat=sample_fmts=fltp:channel_layouts=stereo"
-    inputs: list[str] = ["-f", "lavfi", "-t", f"{total:.6f}", "-i",
-                         f"anullsrc=r={SAMPLE_RATE}:cl=stereo"]
-    graph = [f"[0:a]{fmt}[bed]"]
-    voices = []
-    n = 1
-    for slide in plan.slides:
-        if slide.narration is None:
-            continue
-        inputs += ["-i", str(slide.narration.path)]
-        delay = round(slide.start * 1000)
-        label = f"[n{len(voices)}]"
-        graph.append(f"[{n}:a]{fmt},atrim=0:{slide.duration:.6f},adelay={delay}:all=1{label}")
-        voices.append(label)
-        n += 1
-    mix = ["[bed]"]
-    if len(voices) > 1:
-        graph.append(f"{''.join(voices)}amix=inputs={len(voices)}:normalize=0:duration=longest[narr]")
-    elif voices:
-        graph.append(f"{voices[0]}anull[narr]")
-    if plan.music is not None:
-        inputs += ["-stream_loop", "-1", "-i", str(plan.music.path)]
-        graph.append(f"[{n}:a]{fmt},atrim=0:{total:.6f},volume={plan.music_volume:.3f}[mus]")
-        if voices:
-            graph.append("[narr]asplit=2[narr1][key]")
-            graph.append("[mus][key]sidechaincompress=threshold=0.02:ratio=8:attack=20:release=400[duck]")
-            mix += ["[narr1]", "[duck]"]
-        else:
-            mix.append("[mus]")
-    elif voices:
-        mix.append("[narr]")
-    tail = f"atrim=0:{total:.6f},asetpts=N/SR/TB"
-    if plan.normalize:
-        tail += ",ebur128"
-    if len(mix) > 1:
-        graph.append(f"{''.join(mix)}amix=inputs={len(mix)}:normalize=0:duration=first,{tail}[aout]")
-    else:
-        graph.append(f"[bed]{tail}[aout]")
-    return inputs, ";".join(graph)
+def video_segment(plan: Plan, segment: VideoSegment, picture: Path, target: Path, *, timeout: float,
+               stop: threading.Event | None = None) -> None:
+    """One step's video: its picture at its first frame and, when it lasts longer, again at its last."""
+    script = picture.with_suffix(".ffconcat")
+    script.write_text(concat_list(plan, [(picture, segment.frames / plan.fps)]), encoding="utf-8")
+    ffmpeg.run(["-v", "error", "-y", "-f", "concat", "-safe", "0", "-i", str(script), "-an",
+                "-fps_mode", "vfr", "-enc_time_base:v", f"1/{plan.fps}", *CODECS["mp4"]["video"],
+                "-f", "mp4", str(target)],
+               timeout=timeout, what=f"video of step {segment.index + 1}", stop=stop)
 
 
-def start_mix(plan: Plan, wav: Path) -> ffmpeg.Running:
-    """Start mixing the plan's audio into ``wav`` (measuring its loudness when asked)."""
-    inputs, graph = audio_graph(plan)
-    args = ["-v", "info", "-nostats", "-y", *inputs, "-filter_complex", graph,
-            "-map", "[aout]", "-c:a", "pcm_s16le", str(wav)]
-    return ffmpeg.Running(args, "mixing audio", wav.with_suffix(".log"))
+def assemble(plan: Plan, videos: list[Path], audios: list[Path], scratch: Path, out: Path, *,
+             timeout: float, stop: threading.Event | None = None) -> None:
+    """Join the segments by stream copy into ``out`` (see the module's docstring)."""
+    script = scratch / "slides.ffconcat"
+    script.write_text("ffconcat version 1.0\n" + "".join(f"file '{p}'\n" for p in videos),
+                      encoding="utf-8")
+    track = scratch / "audio.aac"
+    with track.open("wb") as sink:
+        for path in audios:
+            with path.open("rb") as source:
+                shutil.copyfileobj(source, sink, 1 << 20)
+    # Packets counted in samples: the first (priming) starts at -1024, the last ends at the plan's end.
+    end = total_samples(plan) + PACKET
+    timing = (f"setts=time_base=1/{SAMPLE_RATE}:prescale=1:ts=TS-{PACKET}:"
+              f"duration=min(DURATION\\,{end}-PTS)")
+    ffmpeg.run(["-v", "error", "-y", "-f", "concat", "-safe", "0", "-i", str(script),
+                "-f", "aac", "-i", str(track), "-map", "0:v", "-map", "1:a", "-c", "copy",
+                "-bsf:a", timing, *CODECS["mp4"]["container"], str(out)],
+               timeout=timeout, what=f"joining the segments into {out.name}", stop=stop)
 
 
-_INTEGRATED = re.compile(r"I:\s+(-?\d+(?:\.\d+)?|-inf) LUFS")
+def audio_and_mux(plan: Plan, segment: AudioSegment, music: Path | None, scratch: Path,
+                  video_ready: Future[Path], out: Path, *, timeout: float,
+                  stop: threading.Event | None = None) -> None:
+    """WebM: mix the whole track, then encode it into ``out`` beside the finished video.
 
-
-def gain_db(plan: Plan, mix_log: str) -> float | None:
-    """Gain that brings the measured mix to TARGET_LUFS (None when not normalising)."""
-    if not plan.normalize:
-        return None
-    found = _INTEGRATED.findall(mix_log)
-    if not found or found[-1] == "-inf":
-        return 0.0  # silence: nothing to normalise
-    return round(min(30.0, TARGET_LUFS - float(found[-1])), 2)
-
-
-def audio_and_mux(plan: Plan, scratch: Path, video_ready: Future[Path], out: Path, *,
-                  timeout: float, stop: threading.Event | None = None) -> float | None:
-    """Mix and measure the audio, then encode it into ``out`` beside the finished video.
-
-    Runs on its own thread while the slides are drawn and the video is encoded:
-    audio encoding is single-threaded and the longest step, so it starts as soon as
-    the mix is measured and writes the final file itself (video stream copied).
-    Returns the gain applied (None when the job does not normalise).
-    """
+    Runs on its own thread while the slides are drawn and the video is encoded."""
     wav = scratch / "audio.wav"
-    gain = gain_db(plan, start_mix(plan, wav).finish(timeout, stop))
+    mix.mix_to_wav(plan, segment, music, wav, timeout=timeout, stop=stop)
     video = video_ready.result(timeout=timeout)
-    level = ["-af", f"volume={gain}dB,alimiter=limit={PEAK_LIMIT:.4f}:level=0"] if gain is not None else []
     codec = CODECS[plan.format]
     ffmpeg.run(["-v", "error", "-y", "-i", str(wav), "-i", str(video), "-map", "1:v", "-map", "0:a",
-                "-c:v", "copy", *level, *codec["audio"], *codec["container"],
+                "-c:v", "copy", *codec["audio"], *codec["container"],
                 "-t", f"{plan.duration:.6f}", str(out)],
                timeout=timeout, what=f"encoding audio into {out.name}", stop=stop)
-    return gain
 
 
 def start_video(plan: Plan, frames: list[tuple[Path, float]], scratch: Path) -> tuple[ffmpeg.Running, Path]:

@@ -148,15 +148,23 @@ def _seconds(match: re.Match[str]) -> float:
     return int(h) * 3600 + int(m) * 60 + float(s)
 
 
-def decoded_duration(path: Path, *, stream: str = "a") -> float:
-    """Decode the first ``stream`` ('a' or 'v') of a file fully and return its length.
+_INTEGRATED = re.compile(r"I:\s+(-?\d+(?:\.\d+)?|-inf) LUFS")
 
-    Decoding (not just reading headers) is the check that the file is usable.
-    """
+
+def audio_facts(path: Path) -> tuple[float, float | None]:
+    """Decode an audio file fully: its length and its integrated loudness (EBU R128,
+    LUFS; None when it is too short or silent to have one)."""
     err = run(
-        ["-v", "error", "-stats", "-i", str(path), "-map", f"0:{stream}:0", "-f", "null", "-"],
+        ["-v", "info", "-nostats", "-stats", "-i", str(path), "-map", "0:a:0",
+         "-af", "ebur128=framelog=quiet", "-f", "null", "-"],
         what=f"decoding {path.name}",
     )
+    found = _INTEGRATED.findall(err)
+    loudness = float(found[-1]) if found and found[-1] != "-inf" and float(found[-1]) > -70 else None
+    return _decoded_seconds(err, path), loudness
+
+
+def _decoded_seconds(err: str, path: Path) -> float:
     times = _TIME.findall(err)
     if not times:
         raise EncoderError(f"decoding {path.name}: ffmpeg reported no duration")

@@ -1,0 +1,93 @@
+"""The audio of one window of the timeline: narration, the music bed ducked under it, levels.
+
+The same graph makes one segment of the track and a whole track (a window from
+0 to the end), so the two can be compared sample for sample. Narration clips are
+decoded from their start and trimmed after resampling, and the music is looped
+from a PCM copy at a known phase, so a sample's value never depends on where the
+window began (only the compressor and limiter have state, and the window starts
+early enough for them to settle: see ``segments``).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from . import ffmpeg
+from .assets import Asset
+from .plan import Plan
+from .segments import PEAK_LIMIT, SAMPLE_RATE, AudioSegment, clip_gain_db
+from .store import SegmentStore
+
+_FORMAT = f"aformat=sample_fmts=fltp:sample_rates={SAMPLE_RATE}:channel_layouts=stereo"
+DUCKING = "sidechaincompress=threshold=0.02:ratio=8:attack=20:release=400"
+
+
+def music_pcm(music: Asset, store: SegmentStore, *, timeout: float,
+              stop: threading.Event | None = None) -> tuple[Path, int]:
+    """The music decoded once to 48 kHz stereo float, kept by its sha256, and its length in
+    samples: looping PCM keeps the bed's phase exact at every segment."""
+    name = f"music-{music.sha256}"
+    found = store.get(name, ".f32")
+    if found is None:
+        tmp = store.tmp(name, ".f32")
+        ffmpeg.run(["-v", "error", "-y", "-i", str(music.path), "-map", "0:a:0",
+                    "-af", f"aresample={SAMPLE_RATE},{_FORMAT}", "-f", "f32le", str(tmp)],
+                   timeout=timeout, what=f"decoding {music.path.name}", stop=stop)
+        found = store.put(tmp, name, ".f32")
+    return found, found.stat().st_size // 8
+
+
+def window(plan: Plan, segment: AudioSegment, music: Path | None) -> tuple[list[str], str]:
+    """ffmpeg inputs and a graph whose ``[aout]`` is samples ``encode_start..end`` of the track."""
+    length = segment.end - segment.mix_start
+    inputs = ["-f", "lavfi", "-i", f"anullsrc=r={SAMPLE_RATE}:cl=stereo"]
+    graph = [f"[0:a]{_FORMAT},atrim=end_sample={length},asplit=2[bed][silence]"]
+    voices = ["[silence]"]
+    for n, clip in enumerate(segment.clips, start=1):
+        inputs += ["-i", str(clip.asset.path)]
+        delay = f",adelay={clip.offset}S:all=1" if clip.offset > 0 else ""
+        graph.append(f"[{n}:a]aresample={SAMPLE_RATE},{_FORMAT},"
+                     f"atrim=start_sample={max(0, -clip.offset)}:end_sample={clip.length},"
+                     f"asetpts=N/SR/TB,volume={clip.gain}dB{delay}[v{n}]")
+        voices.append(f"[v{n}]")
+    graph.append(f"{''.join(voices)}amix=inputs={len(voices)}:normalize=0:duration=first[narr]")
+    mix = ["[bed]"]
+    if music is not None and plan.music is not None:
+        inputs += ["-stream_loop", "-1", "-f", "f32le", "-ar", str(SAMPLE_RATE), "-ac", "2",
+                   "-i", str(music)]
+        level = clip_gain_db(plan.music, plan.normalize)
+        graph.append(f"[{len(segment.clips) + 1}:a]{_FORMAT},atrim=start_sample={segment.music_phase}:"
+                     f"end_sample={segment.music_phase + length},asetpts=N/SR/TB,"
+                     f"volume={level}dB,volume={plan.music_volume:.3f}[music]")
+        graph.append(f"[narr]asplit=2[voice][key];[music][key]{DUCKING}[ducked]")
+        mix += ["[voice]", "[ducked]"]
+    else:
+        mix.append("[narr]")
+    limiter = f"alimiter=limit={PEAK_LIMIT:.4f}:level=0:latency=1," if plan.normalize else ""
+    graph.append(f"{''.join(mix)}amix=inputs={len(mix)}:normalize=0:duration=first,{limiter}"
+                 f"atrim=start_sample={segment.encode_start - segment.mix_start},asetpts=N/SR/TB[aout]")
+    return inputs, ";".join(graph)
+
+
+def encode_segment(plan: Plan, segment: AudioSegment, music: Path | None, codec: list[str], target: Path, *,
+                timeout: float, stop: threading.Event | None = None) -> None:
+    """Mix the segment's window and encode it to ADTS AAC, keeping only the packets it owns."""
+    inputs, graph = window(plan, segment, music)
+    if segment.keep is None:
+        drop = f"lt(n\\,{segment.keep_from})" if segment.keep_from else None
+    else:
+        drop = f"lt(n\\,{segment.keep_from})+gte(n\\,{segment.keep_from + segment.keep})"
+    trim = ["-bsf:a", f"noise=drop={drop}"] if drop else []
+    ffmpeg.run(["-v", "error", "-y", *inputs, "-filter_complex", graph, "-map", "[aout]", *codec,
+                *trim, "-f", "adts", str(target)],
+               timeout=timeout, what=f"audio of step {segment.index + 1}", stop=stop)
+
+
+def mix_to_wav(plan: Plan, segment: AudioSegment, music: Path | None, target: Path, *, timeout: float,
+               stop: threading.Event | None = None) -> None:
+    """The window as 16-bit PCM (a whole track, for formats encoded in one piece)."""
+    inputs, graph = window(plan, segment, music)
+    ffmpeg.run(["-v", "error", "-y", *inputs, "-filter_complex", graph, "-map", "[aout]",
+                "-c:a", "pcm_s16le", str(target)],
+               timeout=timeout, what="mixing audio", stop=stop)

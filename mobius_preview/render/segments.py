@@ -1,0 +1,155 @@
+"""Cutting a plan into segments that can be rendered alone, kept, and joined by stream copy.
+
+Each step is one video segment (its slide held for its frames) and one audio segment (its
+span of the mixed track, AAC). A segment's key is a hash of everything that changes
+its bytes, so an edit re-renders only the segments it touches.
+
+Audio joins are made inaudible on a fixed grid of AAC packets (1024 samples): the
+whole track's packet ``j`` decodes to samples ``[(j-1)*1024, j*1024)`` (packet 0 is
+the encoder's priming). An audio segment owns the packets that start inside its step.
+It is encoded from ``PRE_ROLL_PACKETS`` before its first packet, and on for
+``POST_ROLL_PACKETS`` after its last one, so every kept packet was encoded with its
+true neighbours; the extra packets are dropped. The mix under it (music phase,
+ducking, limiter) starts ``MIX_PRE_ROLL`` samples earlier still, so the compressor
+and limiter have settled when the kept audio begins. Every position is an integer
+number of samples, so keys are exact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from .assets import Asset
+from .plan import Plan, Slide
+
+# Part of every segment key: raise it whenever the bytes a segment is made of change.
+SEGMENT_FORMAT = 1
+SAMPLE_RATE = 48000
+PACKET = 1024  # samples per AAC packet
+PRE_ROLL_PACKETS = 4
+POST_ROLL_PACKETS = 3
+MIX_PRE_ROLL = SAMPLE_RATE  # the ducking compressor's release (400 ms) falls by e^-1 every 100 ms
+TARGET_LUFS = -16.0
+MAX_GAIN_DB = 30.0
+PEAK_LIMIT = 10 ** (-1.5 / 20)  # -1.5 dBFS as a linear amplitude
+
+
+def _key(kind: str, facts: dict[str, Any]) -> str:
+    canonical = json.dumps({"segment": kind, "format": SEGMENT_FORMAT, **facts}, sort_keys=True,
+                           separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def sample_at(plan: Plan, frame: int) -> int:
+    """The audio sample where video frame ``frame`` starts (exact for every fps that divides 48000)."""
+    return round(frame * SAMPLE_RATE / plan.fps)
+
+
+def total_samples(plan: Plan) -> int:
+    return sample_at(plan, plan.total_frames)
+
+
+def clip_gain_db(asset: Asset | None, normalize: bool) -> float:
+    """Per-clip normalisation: the gain that brings one clip to TARGET_LUFS on its own."""
+    if not normalize or asset is None or asset.loudness is None:
+        return 0.0
+    return round(max(-MAX_GAIN_DB, min(MAX_GAIN_DB, TARGET_LUFS - asset.loudness)), 2)
+
+
+@dataclass(frozen=True)
+class VideoSegment:
+    index: int
+    slide: Slide
+    frames: int
+    key: str
+
+
+@dataclass(frozen=True)
+class Clip:
+    """A narration clip placed in a window: ``offset`` samples after the window starts
+    (negative: it began before), ``length`` samples long at most, ``gain`` dB."""
+
+    asset: Asset
+    offset: int
+    length: int
+    gain: float
+
+
+@dataclass(frozen=True)
+class AudioSegment:
+    index: int
+    mix_start: int  # first sample mixed (the window)
+    encode_start: int  # first sample given to the encoder: on the packet grid
+    end: int  # last sample given to the encoder, exclusive
+    keep_from: int  # packets of this encode to drop before the kept ones
+    keep: int | None  # packets kept; None: to the end of the track
+    clips: tuple[Clip, ...]
+    music_phase: int  # sample of the music loop at mix_start
+    key: str
+
+
+def _first_packet(sample: int) -> int:
+    return 0 if sample == 0 else -(-sample // PACKET) + 1
+
+
+def video_segments(plan: Plan, codec: list[str]) -> list[VideoSegment]:
+    segments = []
+    for slide in plan.slides:
+        frames = round(slide.duration * plan.fps)
+        facts = {
+            "size": [plan.width, plan.height], "fps": plan.fps, "language": plan.language,
+            "burn": plan.burn_captions, "index": slide.index, "count": len(plan.slides),
+            "step": slide.step_id is not None, "title": slide.title, "text": slide.text,
+            "caption": slide.caption, "image": slide.image.sha256 if slide.image else None,
+            "frames": frames, "codec": codec,
+        }
+        segments.append(VideoSegment(slide.index, slide, frames, _key("video", facts)))
+    return segments
+
+
+def audio_segments(plan: Plan, codec: list[str], music_samples: int | None, *,
+                whole: bool = False) -> list[AudioSegment]:
+    """The audio segments of ``plan``; ``whole``: one segment for the whole track (the reference
+    a segmented render is compared with, and the way a WebM track is made)."""
+    total = total_samples(plan)
+    starts, frame = [], 0
+    for slide in plan.slides:
+        starts.append(sample_at(plan, frame))
+        frame += round(slide.duration * plan.fps)
+    if whole:
+        starts = [0]
+    placed = [
+        (slide.narration, sample_at(plan, round(slide.start * plan.fps)),
+         sample_at(plan, round(slide.duration * plan.fps)))
+        for slide in plan.slides if slide.narration is not None
+    ]
+    music_gain = clip_gain_db(plan.music, plan.normalize)
+    segments = []
+    for index, start in enumerate(starts):
+        last = index == len(starts) - 1
+        first_packet = _first_packet(start)
+        encode_packet = max(0, first_packet - PRE_ROLL_PACKETS)
+        encode_start = encode_packet * PACKET
+        keep = None if last else _first_packet(starts[index + 1]) - first_packet
+        end = total if last else min(total, (first_packet + keep + POST_ROLL_PACKETS) * PACKET)
+        mix_start = max(0, encode_start - MIX_PRE_ROLL)
+        clips = tuple(
+            Clip(asset, at - mix_start, length, clip_gain_db(asset, plan.normalize))
+            for asset, at, length in placed
+            if at < end and at + length > mix_start
+        )
+        phase = mix_start % music_samples if music_samples else 0
+        facts = {
+            "rate": SAMPLE_RATE, "codec": codec, "normalize": plan.normalize,
+            "window": [encode_start - mix_start, end - mix_start],
+            "keep": [first_packet - encode_packet, keep],
+            "clips": [[c.asset.sha256, c.offset, c.length, c.gain] for c in clips],
+            "music": None if plan.music is None else
+            [plan.music.sha256, phase, music_gain, plan.music_volume],
+        }
+        segments.append(AudioSegment(index, mix_start, encode_start, end, first_packet - encode_packet,
+                               keep, clips, phase, _key("audio", facts)))
+    return segments

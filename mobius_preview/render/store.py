@@ -1,0 +1,62 @@
+"""Rendered segments kept by key in one folder, shared by every render on the machine.
+
+A segment is written under a private temporary name and renamed into place, so it is
+either complete or absent; two renders making the same segment both succeed and the
+bytes are the same. Using a segment touches it, so ``prune`` removes the ones no
+render has needed for a while.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from pathlib import Path
+
+_NAME = re.compile(r"^[0-9a-z][0-9a-z-]{0,100}$")
+
+
+class SegmentStore:
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def path(self, name: str, suffix: str) -> Path:
+        if not _NAME.match(name):
+            raise ValueError(f"unsafe segment name: {name!r}")
+        return self.folder / f"{name}{suffix}"
+
+    def get(self, name: str, suffix: str) -> Path | None:
+        """The stored segment, touched (it is in use), or None."""
+        path = self.path(name, suffix)
+        try:
+            os.utime(path)
+        except FileNotFoundError:
+            return None
+        return path
+
+    def tmp(self, name: str, suffix: str) -> Path:
+        """A private name to write a segment under before ``put``."""
+        return self.folder / f".{self.path(name, '').name}.{os.getpid()}.{threading.get_ident()}{suffix}"
+
+    def put(self, tmp: Path, name: str, suffix: str) -> Path:
+        final = self.path(name, suffix)
+        os.replace(tmp, final)
+        return final
+
+
+def prune(folder: Path, max_age_seconds: float) -> int:
+    """Remove segments (and abandoned temporary files) unused for ``max_age_seconds``."""
+    if not folder.is_dir():
+        return 0
+    cutoff = time.time() - max_age_seconds
+    removed = 0
+    for entry in folder.iterdir():
+        try:
+            if entry.is_file() and entry.stat().st_mtime < cutoff:
+                entry.unlink()
+                removed += 1
+        except FileNotFoundError:
+            continue
+    return removed
