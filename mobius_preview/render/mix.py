@@ -5,7 +5,10 @@ The same graph makes one segment of the track and a whole track (a window from
 decoded from their start and trimmed after resampling, and the music is looped
 from a PCM copy at a known phase, so a sample's value never depends on where the
 window began (only the compressor and limiter have state, and the window starts
-early enough for them to settle: see ``segments``).
+early enough for them to settle: see ``segments``). Every input of a mix is cut to
+the window's exact length and mixed with ``duration=longest``: with ``first``, amix
+ends when the bed does, whether or not the other inputs' last samples have arrived,
+and the track's end would change from run to run.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ def music_pcm(music: Asset, store: SegmentStore, *, timeout: float,
 
 def window(plan: Plan, segment: AudioSegment, music: Path | None) -> tuple[list[str], str]:
     """ffmpeg inputs and a graph whose ``[aout]`` is samples ``encode_start..end`` of the track."""
-    length = segment.end - segment.mix_start
+    length = segment.mix_end - segment.mix_start
     inputs = ["-f", "lavfi", "-i", f"anullsrc=r={SAMPLE_RATE}:cl=stereo"]
     graph = [f"[0:a]{_FORMAT},atrim=end_sample={length},asplit=2[bed][silence]"]
     voices = ["[silence]"]
@@ -49,9 +52,9 @@ def window(plan: Plan, segment: AudioSegment, music: Path | None) -> tuple[list[
         delay = f",adelay={clip.offset}S:all=1" if clip.offset > 0 else ""
         graph.append(f"[{n}:a]aresample={SAMPLE_RATE},{_FORMAT},"
                      f"atrim=start_sample={max(0, -clip.offset)}:end_sample={clip.length},"
-                     f"asetpts=N/SR/TB,volume={clip.gain}dB{delay}[v{n}]")
+                     f"asetpts=N/SR/TB,volume={clip.gain}dB{delay},atrim=end_sample={length}[v{n}]")
         voices.append(f"[v{n}]")
-    graph.append(f"{''.join(voices)}amix=inputs={len(voices)}:normalize=0:duration=first[narr]")
+    graph.append(f"{''.join(voices)}amix=inputs={len(voices)}:normalize=0:duration=longest[narr]")
     mix = ["[bed]"]
     if music is not None and plan.music is not None:
         inputs += ["-stream_loop", "-1", "-f", "f32le", "-ar", str(SAMPLE_RATE), "-ac", "2",
@@ -65,8 +68,9 @@ def window(plan: Plan, segment: AudioSegment, music: Path | None) -> tuple[list[
     else:
         mix.append("[narr]")
     limiter = f"alimiter=limit={PEAK_LIMIT:.4f}:level=0:latency=1," if plan.normalize else ""
-    graph.append(f"{''.join(mix)}amix=inputs={len(mix)}:normalize=0:duration=first,{limiter}"
-                 f"atrim=start_sample={segment.encode_start - segment.mix_start},asetpts=N/SR/TB[aout]")
+    graph.append(f"{''.join(mix)}amix=inputs={len(mix)}:normalize=0:duration=longest,{limiter}"
+                 f"atrim=start_sample={segment.encode_start - segment.mix_start}:"
+                 f"end_sample={segment.end - segment.mix_start},asetpts=N/SR/TB[aout]")
     return inputs, ";".join(graph)
 
 

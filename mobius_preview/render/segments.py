@@ -11,8 +11,10 @@ It is encoded from ``PRE_ROLL_PACKETS`` before its first packet, and on for
 ``POST_ROLL_PACKETS`` after its last one, so every kept packet was encoded with its
 true neighbours; the extra packets are dropped. The mix under it (music phase,
 ducking, limiter) starts ``MIX_PRE_ROLL`` samples earlier still, so the compressor
-and limiter have settled when the kept audio begins. Every position is an integer
-number of samples, so keys are exact.
+and limiter have settled when the kept audio begins, and goes on ``MIX_POST_ROLL``
+past the encoder's end: ffmpeg's ducking compressor makes the last ~170 ms of a
+stream differently from run to run (measured), so that stretch is mixed and thrown
+away. Every position is an integer number of samples, so keys are exact.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ PACKET = 1024  # samples per AAC packet
 PRE_ROLL_PACKETS = 4
 POST_ROLL_PACKETS = 3
 MIX_PRE_ROLL = SAMPLE_RATE  # the ducking compressor's release (400 ms) falls by e^-1 every 100 ms
+MIX_POST_ROLL = SAMPLE_RATE // 2
 TARGET_LUFS = -16.0
 MAX_GAIN_DB = 30.0
 PEAK_LIMIT = 10 ** (-1.5 / 20)  # -1.5 dBFS as a linear amplitude
@@ -82,6 +85,7 @@ class Clip:
 class AudioSegment:
     index: int
     mix_start: int  # first sample mixed (the window)
+    mix_end: int  # the window's end (exclusive), past ``end``
     encode_start: int  # first sample given to the encoder: on the packet grid
     end: int  # last sample given to the encoder, exclusive
     keep_from: int  # packets of this encode to drop before the kept ones
@@ -135,21 +139,21 @@ def audio_segments(plan: Plan, codec: list[str], music_samples: int | None, *,
         encode_start = encode_packet * PACKET
         keep = None if last else _first_packet(starts[index + 1]) - first_packet
         end = total if last else min(total, (first_packet + keep + POST_ROLL_PACKETS) * PACKET)
-        mix_start = max(0, encode_start - MIX_PRE_ROLL)
+        mix_start, mix_end = max(0, encode_start - MIX_PRE_ROLL), end + MIX_POST_ROLL
         clips = tuple(
             Clip(asset, at - mix_start, length, clip_gain_db(asset, plan.normalize))
             for asset, at, length in placed
-            if at < end and at + length > mix_start
+            if at < mix_end and at + length > mix_start
         )
         phase = mix_start % music_samples if music_samples else 0
         facts = {
             "rate": SAMPLE_RATE, "codec": codec, "normalize": plan.normalize,
-            "window": [encode_start - mix_start, end - mix_start],
+            "window": [encode_start - mix_start, end - mix_start, mix_end - mix_start],
             "keep": [first_packet - encode_packet, keep],
             "clips": [[c.asset.sha256, c.offset, c.length, c.gain] for c in clips],
             "music": None if plan.music is None else
             [plan.music.sha256, phase, music_gain, plan.music_volume],
         }
-        segments.append(AudioSegment(index, mix_start, encode_start, end, first_packet - encode_packet,
-                               keep, clips, phase, _key("audio", facts)))
+        segments.append(AudioSegment(index, mix_start, mix_end, encode_start, end,
+                                     first_packet - encode_packet, keep, clips, phase, _key("audio", facts)))
     return segments
