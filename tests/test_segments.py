@@ -86,10 +86,10 @@ def whole_reference(prepared: render.Prepared, store: Path, out: Path) -> Path:
     codec = encode.CODECS["mp4"]
     parts = SegmentStore(store)
     music, samples = mix.music_pcm(plan.music, parts, timeout=60) if plan.music else (None, None)
-    whole = segments.audio_segments(plan, codec["audio"], samples, whole=True)[0]
+    whole = segments.run_of(segments.audio_segments(plan, codec["audio"], samples, whole=True))
     out.mkdir()
     track = out / "whole.aac"
-    mix.encode_segment(plan, whole, music, codec["audio"], track, timeout=60)
+    mix.encode_run(plan, whole, music, codec["audio"], [track], timeout=60)
     videos = [parts.path(s.key, ".mp4") for s in segments.video_segments(plan, codec["video"])]
     encode.assemble(plan, videos, [track], out, out / "whole.mp4", timeout=60)
     return out / "whole.mp4"
@@ -101,7 +101,10 @@ def joins(prepared: render.Prepared) -> list[int]:
 
 
 def test_joined_audio_matches_a_whole_render_sample_for_sample(tmp_path, tones):
-    prepared, data = rendered(tone_job(), tmp_path / "seg", tmp_path / "store")
+    # Six threads: every step its own encode, so every join is between two encoders (as
+    # after edits); fewer threads cut runs of steps out of one encode.
+    prepared, data = rendered(tone_job(), tmp_path / "seg", tmp_path / "store", threads=6)
+    assert data["output"]["segments"]["audio"]["encodes"] == 6
     joined = pcm(tmp_path / "seg" / "preview.mp4")
     whole = pcm(whole_reference(prepared, tmp_path / "store", tmp_path / "whole"))
     total = segments.total_samples(prepared.plan)
@@ -178,14 +181,18 @@ def test_a_narration_edit_renders_only_the_audio_around_it(tmp_path, tones):
     assert second["output"]["segments"]["video"]["rendered"] == 0
 
 
-def test_threads_do_not_change_a_single_byte(tmp_path, tones):
-    _, one = rendered(tone_job(), tmp_path / "one", tmp_path / "store1", threads=1)
+def test_threads_change_how_audio_is_cut_into_encodes_not_what_is_heard(tmp_path, tones):
+    """One thread: one encode for all six steps, cut at packet boundaries; three threads:
+    three runs of consecutive steps. Same keys, same length, the same sound."""
+    prepared, one = rendered(tone_job(), tmp_path / "one", tmp_path / "store1", threads=1)
     _, three = rendered(tone_job(), tmp_path / "three", tmp_path / "store3", threads=3)
-    assert one["output"]["segments"] == three["output"]["segments"]
-    for seg in one["output"]["segments"]["audio"]["keys"]:
-        kept = [(tmp_path / store / f"{seg}.aac").read_bytes() for store in ("store1", "store3")]
-        assert kept[0] == kept[1]
-    assert pcm(tmp_path / "one" / "preview.mp4") == pcm(tmp_path / "three" / "preview.mp4")
+    made = one["output"]["segments"]["audio"], three["output"]["segments"]["audio"]
+    assert (made[0]["encodes"], made[1]["encodes"]) == (1, 3)
+    assert made[0]["keys"] == made[1]["keys"]
+    assert one["output"]["segments"]["video"] == three["output"]["segments"]["video"]
+    a, b = pcm(tmp_path / "one" / "preview.mp4"), pcm(tmp_path / "three" / "preview.mp4")
+    assert len(a) == len(b) == 2 * segments.total_samples(prepared.plan)
+    assert max(abs(x - y) for x, y in zip(a, b, strict=True)) <= 0.05
 
 
 def test_a_failed_render_keeps_finished_segments_and_no_half_written_one(tmp_path, tones, settings_env):

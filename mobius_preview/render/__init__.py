@@ -229,15 +229,24 @@ class _Media:
                 plan, seg, bmp, p, timeout=self.left(), stop=control.stop))
             bmp.unlink()
 
-        def encode_audio(seg: segments.AudioSegment) -> None:
+        def encode_audio(group: list[segments.AudioSegment]) -> None:
             control.check()
-            _put(store, seg.key, ".aac", lambda p: mix.encode_segment(
-                plan, seg, music, codec["audio"], p, timeout=self.left(), stop=control.stop))
+            tmps = [store.tmp(seg.key, ".aac") for seg in group]
+            try:
+                mix.encode_run(plan, segments.run_of(group), music, codec["audio"], tmps,
+                               timeout=self.left(), stop=control.stop)
+                for seg, tmp in zip(group, tmps, strict=True):
+                    store.put(tmp, seg.key, ".aac")
+            finally:
+                for tmp in tmps:
+                    tmp.unlink(missing_ok=True)
 
-        # ffmpeg runs on `threads` threads, audio first (the longest work); this thread draws
-        # the slides meanwhile (Pillow holds the GIL) and queues each one's video as it is ready.
+        # ffmpeg runs on `threads` threads, audio first (the longest work: consecutive steps
+        # in one encode, one run per thread); this thread draws the slides meanwhile (Pillow
+        # holds the GIL) and queues each one's video as it is ready.
         with self.stages.stage("segments"), ThreadPoolExecutor(max_workers=self.threads) as pool:
-            futures = [pool.submit(encode_audio, seg) for seg in todo_audio]
+            audio_runs = segments.runs(todo_audio, self.threads)
+            futures = [pool.submit(encode_audio, group) for group in audio_runs]
             try:
                 for n, seg in enumerate(todo_video):
                     control.check()
@@ -259,7 +268,8 @@ class _Media:
             thumbs = [_opened(store.path(s.key, ".thumb.png")) for s in videos]
         made = {
             "video": {"count": len(videos), "rendered": len(todo_video), "keys": [s.key for s in videos]},
-            "audio": {"count": len(audios), "rendered": len(todo_audio), "keys": [s.key for s in audios]},
+            "audio": {"count": len(audios), "rendered": len(todo_audio), "encodes": len(audio_runs),
+                      "keys": [s.key for s in audios]},
         }
         return made, thumbs
 
@@ -283,8 +293,8 @@ class _Media:
         """WebM in one piece: the whole track mixed on one thread while the slides are
         drawn and encoded on this one; the audio thread writes the file."""
         plan, control, stages = self.plan, self.control, self.stages
-        whole = segments.audio_segments(plan, encode.CODECS[plan.format]["audio"], music_samples,
-                                        whole=True)[0]
+        whole = segments.run_of(segments.audio_segments(plan, encode.CODECS[plan.format]["audio"],
+                                                        music_samples, whole=True))
         video_ready: Future[Path] = Future()
         with ThreadPoolExecutor(max_workers=1) as pool:
             audio = pool.submit(stages.timed, "audio_and_mux", encode.audio_and_mux, plan, whole, music,

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from . import ffmpeg, mix
 from .plan import Plan
-from .segments import PACKET, SAMPLE_RATE, AudioSegment, VideoSegment, total_samples
+from .segments import PACKET, SAMPLE_RATE, AudioRun, VideoSegment, total_samples
 
 CODECS = {
     "mp4": {
@@ -91,7 +91,7 @@ def assemble(plan: Plan, videos: list[Path], audios: list[Path], scratch: Path, 
                timeout=timeout, what=f"joining the segments into {out.name}", stop=stop)
 
 
-def audio_and_mux(plan: Plan, segment: AudioSegment, music: Path | None, scratch: Path,
+def audio_and_mux(plan: Plan, segment: AudioRun, music: Path | None, scratch: Path,
                   video_ready: Future[Path], out: Path, *, timeout: float,
                   stop: threading.Event | None = None) -> None:
     """WebM: mix the whole track, then encode it into ``out`` beside the finished video.

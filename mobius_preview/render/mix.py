@@ -19,7 +19,7 @@ from pathlib import Path
 from . import ffmpeg
 from .assets import Asset
 from .plan import Plan
-from .segments import PEAK_LIMIT, SAMPLE_RATE, AudioSegment, clip_gain_db
+from .segments import PEAK_LIMIT, SAMPLE_RATE, AudioRun, clip_gain_db
 from .store import SegmentStore
 
 _FORMAT = f"aformat=sample_fmts=fltp:sample_rates={SAMPLE_RATE}:channel_layouts=stereo"
@@ -41,7 +41,7 @@ def music_pcm(music: Asset, store: SegmentStore, *, timeout: float,
     return found, found.stat().st_size // 8
 
 
-def window(plan: Plan, segment: AudioSegment, music: Path | None) -> tuple[list[str], str]:
+def window(plan: Plan, segment: AudioRun, music: Path | None) -> tuple[list[str], str]:
     """ffmpeg inputs and a graph whose ``[aout]`` is samples ``encode_start..end`` of the track."""
     length = segment.mix_end - segment.mix_start
     inputs = ["-f", "lavfi", "-i", f"anullsrc=r={SAMPLE_RATE}:cl=stereo"]
@@ -74,21 +74,32 @@ def window(plan: Plan, segment: AudioSegment, music: Path | None) -> tuple[list[
     return inputs, ";".join(graph)
 
 
-def encode_segment(plan: Plan, segment: AudioSegment, music: Path | None, codec: list[str], target: Path, *,
-                timeout: float, stop: threading.Event | None = None) -> None:
-    """Mix the segment's window and encode it to ADTS AAC, keeping only the packets it owns."""
-    inputs, graph = window(plan, segment, music)
-    if segment.keep is None:
-        drop = f"lt(n\\,{segment.keep_from})" if segment.keep_from else None
-    else:
-        drop = f"lt(n\\,{segment.keep_from})+gte(n\\,{segment.keep_from + segment.keep})"
-    trim = ["-bsf:a", f"noise=drop={drop}"] if drop else []
+def encode_run(plan: Plan, run: AudioRun, music: Path | None, codec: list[str], targets: list[Path], *,
+               timeout: float, stop: threading.Event | None = None) -> None:
+    """Mix the run's window and encode it to ADTS AAC: the packets each segment owns go
+    to its file in ``targets``, the pre-roll and post-roll packets nowhere."""
+    inputs, graph = window(plan, run, music)
+    kept = [k for k in run.keeps if k is not None]
+    drop = [f"lt(n\\,{run.keep_from})"] if run.keep_from else []
+    if run.keeps[-1] is not None:
+        drop.append(f"gte(n\\,{run.keep_from + sum(kept)})")
+    trim = ["-bsf:a", f"noise=drop={'+'.join(drop)}"] if drop else []
+    if len(targets) == 1:
+        output = ["-f", "adts", str(targets[0])]
+    else:  # cut at packet counts; the segment muxer counts what is left after the drop
+        pattern = targets[0].with_name(targets[0].name + ".%04d")
+        cuts = ",".join(str(sum(kept[:n + 1])) for n in range(len(targets) - 1))
+        output = ["-f", "segment", "-segment_format", "adts", "-segment_frames", cuts, str(pattern)]
+    where = (f"step {run.segments[0].index + 1}" if len(run.segments) == 1 else
+             f"steps {run.segments[0].index + 1}-{run.segments[-1].index + 1}")
     ffmpeg.run(["-v", "error", "-y", *inputs, "-filter_complex", graph, "-map", "[aout]", *codec,
-                *trim, "-f", "adts", str(target)],
-               timeout=timeout, what=f"audio of step {segment.index + 1}", stop=stop)
+                *trim, *output], timeout=timeout, what=f"audio of {where}", stop=stop)
+    if len(targets) > 1:
+        for n, target in enumerate(targets):
+            Path(str(pattern) % n).replace(target)
 
 
-def mix_to_wav(plan: Plan, segment: AudioSegment, music: Path | None, target: Path, *, timeout: float,
+def mix_to_wav(plan: Plan, segment: AudioRun, music: Path | None, target: Path, *, timeout: float,
                stop: threading.Event | None = None) -> None:
     """The window as 16-bit PCM (a whole track, for formats encoded in one piece)."""
     inputs, graph = window(plan, segment, music)

@@ -157,3 +157,54 @@ def audio_segments(plan: Plan, codec: list[str], music_samples: int | None, *,
         segments.append(AudioSegment(index, mix_start, mix_end, encode_start, end,
                                      first_packet - encode_packet, keep, clips, phase, _key("audio", facts)))
     return segments
+
+
+@dataclass(frozen=True)
+class AudioRun:
+    """Consecutive audio segments made by one encode and cut apart at their packet
+    boundaries: one encoder start-up and one pre-roll for the run instead of one per
+    step. Each piece is a valid segment under its own key (a segment made alone would
+    differ only by coding noise, and joins the same way)."""
+
+    segments: tuple[AudioSegment, ...]
+    mix_start: int
+    mix_end: int
+    encode_start: int
+    end: int
+    keep_from: int
+    keeps: tuple[int | None, ...]
+    clips: tuple[Clip, ...]
+    music_phase: int
+
+
+def run_of(group: list[AudioSegment]) -> AudioRun:
+    """One encode for ``group``: consecutive segments, in order."""
+    first, last = group[0], group[-1]
+    placed: dict[tuple[str, int], Clip] = {}
+    for seg in group:
+        for clip in seg.clips:
+            at = seg.mix_start + clip.offset
+            placed[(clip.asset.id, at)] = Clip(clip.asset, at - first.mix_start, clip.length, clip.gain)
+    return AudioRun(tuple(group), first.mix_start, last.mix_end, first.encode_start, last.end,
+                    first.keep_from, tuple(seg.keep for seg in group),
+                    tuple(sorted(placed.values(), key=lambda c: c.offset)), first.music_phase)
+
+
+def runs(todo: list[AudioSegment], pieces: int) -> list[list[AudioSegment]]:
+    """Split the segments to make into runs of consecutive steps, about ``pieces`` of
+    them of similar length (one per thread), so the cores finish together."""
+    if not todo:
+        return []
+    target = sum(seg.end - seg.encode_start for seg in todo) / max(1, pieces)
+    groups: list[list[AudioSegment]] = []
+    length = 0
+    for seg in sorted(todo, key=lambda s: s.index):
+        size = seg.end - seg.encode_start
+        fits = groups and groups[-1][-1].index == seg.index - 1 and length + size / 2 <= target
+        if fits:
+            groups[-1].append(seg)
+            length += size
+        else:
+            groups.append([seg])
+            length = size
+    return groups
