@@ -224,34 +224,36 @@ class _Media:
         todo_video = [s for s in videos if not self._stored(store, s.key, _video_files(s))]
         todo_audio = [s for s in audios if not self._stored(store, s.key, (".aac",))]
 
-        def encode_video(seg: segments.VideoSegment, bmp: Path) -> None:
-            _put(store, seg.key, ".mp4", lambda p: encode.video_segment(
-                plan, seg, bmp, p, timeout=self.left(), stop=control.stop))
-            bmp.unlink()
+        def encode_video(group: list[segments.VideoSegment], pictures: list[Path]) -> None:
+            self._make(store, group, ".mp4", lambda tmps: encode.video_run(
+                plan, group, pictures, tmps, timeout=self.left(), stop=control.stop))
+            for picture in pictures:
+                picture.unlink()
 
         def encode_audio(group: list[segments.AudioSegment]) -> None:
             control.check()
-            tmps = [store.tmp(seg.key, ".aac") for seg in group]
-            try:
-                mix.encode_run(plan, segments.run_of(group), music, codec["audio"], tmps,
-                               timeout=self.left(), stop=control.stop)
-                for seg, tmp in zip(group, tmps, strict=True):
-                    store.put(tmp, seg.key, ".aac")
-            finally:
-                for tmp in tmps:
-                    tmp.unlink(missing_ok=True)
+            self._make(store, group, ".aac", lambda tmps: mix.encode_run(
+                plan, segments.run_of(group), music, codec["audio"], tmps, timeout=self.left(),
+                stop=control.stop))
 
-        # ffmpeg runs on `threads` threads, audio first (the longest work: consecutive steps
-        # in one encode, one run per thread); this thread draws the slides meanwhile (Pillow
-        # holds the GIL) and queues each one's video as it is ready.
+        # ffmpeg runs on `threads` threads, each encode a run of consecutive steps cut apart
+        # afterwards (one run per thread), audio first as the longest work; this thread draws
+        # the slides meanwhile (Pillow holds the GIL) and queues each video run once drawn.
+        audio_runs = segments.runs(todo_audio, self.threads, lambda s: s.end - s.encode_start)
+        video_runs = segments.runs(todo_video, self.threads, lambda s: 1)
         with self.stages.stage("segments"), ThreadPoolExecutor(max_workers=self.threads) as pool:
-            audio_runs = segments.runs(todo_audio, self.threads)
             futures = [pool.submit(encode_audio, group) for group in audio_runs]
             try:
-                for n, seg in enumerate(todo_video):
-                    control.check()
-                    control.progress(f"slides {n + 1}/{len(todo_video)}", 10 + 30 * n / len(todo_video))
-                    futures.append(pool.submit(encode_video, seg, self._draw(store, seg)))
+                drawn = 0
+                for group in video_runs:
+                    pictures = []
+                    for seg in group:
+                        control.check()
+                        control.progress(f"slides {drawn + 1}/{len(todo_video)}",
+                                         10 + 30 * drawn / len(todo_video))
+                        pictures.append(self._draw(store, seg))
+                        drawn += 1
+                    futures.append(pool.submit(encode_video, group, pictures))
                 for done, future in enumerate(as_completed(futures), start=1):
                     future.result()
                     control.progress(f"segments {done}/{len(futures)}", 40 + 50 * done / len(futures))
@@ -267,7 +269,8 @@ class _Media:
             shutil.copyfile(store.path(videos[0].key, ".poster.png"), self.out / "poster.png")
             thumbs = [_opened(store.path(s.key, ".thumb.png")) for s in videos]
         made = {
-            "video": {"count": len(videos), "rendered": len(todo_video), "keys": [s.key for s in videos]},
+            "video": {"count": len(videos), "rendered": len(todo_video), "encodes": len(video_runs),
+                      "keys": [s.key for s in videos]},
             "audio": {"count": len(audios), "rendered": len(todo_audio), "encodes": len(audio_runs),
                       "keys": [s.key for s in audios]},
         }
@@ -276,6 +279,18 @@ class _Media:
     @staticmethod
     def _stored(store: SegmentStore, key: str, suffixes: tuple[str, ...]) -> bool:
         return all(store.get(key, suffix) is not None for suffix in suffixes)
+
+    @staticmethod
+    def _make(store: SegmentStore, group: list[Any], suffix: str, encode_to) -> None:
+        """Encode a run into private names, then move each segment into the store."""
+        tmps = [store.tmp(seg.key, suffix) for seg in group]
+        try:
+            encode_to(tmps)
+            for seg, tmp in zip(group, tmps, strict=True):
+                store.put(tmp, seg.key, suffix)
+        finally:
+            for tmp in tmps:
+                tmp.unlink(missing_ok=True)
 
     def _draw(self, store: SegmentStore, seg: segments.VideoSegment) -> Path:
         """Draw a step's slide: its thumbnail (and the poster) go to the store, the picture

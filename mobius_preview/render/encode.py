@@ -59,15 +59,40 @@ def concat_list(plan: Plan, frames: list[tuple[Path, float]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def video_segment(plan: Plan, segment: VideoSegment, picture: Path, target: Path, *, timeout: float,
-               stop: threading.Event | None = None) -> None:
-    """One step's video: its picture at its first frame and, when it lasts longer, again at its last."""
-    script = picture.with_suffix(".ffconcat")
-    script.write_text(concat_list(plan, [(picture, segment.frames / plan.fps)]), encoding="utf-8")
-    ffmpeg.run(["-v", "error", "-y", "-f", "concat", "-safe", "0", "-i", str(script), "-an",
+def video_run(plan: Plan, group: list[VideoSegment], pictures: list[Path], targets: list[Path], *,
+              timeout: float, stop: threading.Event | None = None) -> None:
+    """Consecutive steps' videos from one encode, cut apart into ``targets``.
+
+    Each step's picture is shown at its first frame (an IDR frame, forced) and again at
+    its last, so every piece stands alone with its exact length; the segment muxer cuts
+    at those IDR frames and restarts each piece's clock at zero.
+    """
+    tick = 1 / plan.fps
+    lines, starts, at = ["ffconcat version 1.0"], [], 0
+    for seg, picture in zip(group, pictures, strict=True):
+        starts.append(at / plan.fps)
+        shown = [seg.frames - 1, 1] if seg.frames > 1 else [1]
+        lines += [f"file '{picture.name}'\noption framerate {plan.fps}\nduration {n * tick:.6f}"
+                  for n in shown]
+        at += seg.frames
+    script = pictures[0].with_suffix(".ffconcat")
+    script.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    cuts = ",".join(f"{t:.6f}" for t in starts[1:])
+    if len(targets) == 1:
+        output = ["-f", "mp4", str(targets[0])]
+    else:
+        pattern = targets[0].with_name(targets[0].name + ".%04d")
+        output = ["-f", "segment", "-segment_format", "mp4", "-segment_times", cuts,
+                  "-reset_timestamps", "1", str(pattern)]
+    where = (f"step {group[0].index + 1}" if len(group) == 1 else
+             f"steps {group[0].index + 1}-{group[-1].index + 1}")
+    ffmpeg.run(["-v", "error", "-y", "-f", "concat", "-safe", "0", "-i", str(script), "-map", "0:v",
                 "-fps_mode", "vfr", "-enc_time_base:v", f"1/{plan.fps}", *CODECS["mp4"]["video"],
-                "-f", "mp4", str(target)],
-               timeout=timeout, what=f"video of step {segment.index + 1}", stop=stop)
+                "-force_key_frames", ",".join(f"{t:.6f}" for t in starts), *output],
+               timeout=timeout, what=f"video of {where}", stop=stop)
+    if len(targets) > 1:
+        for n, target in enumerate(targets):
+            Path(str(pattern) % n).replace(target)
 
 
 def assemble(plan: Plan, videos: list[Path], audios: list[Path], scratch: Path, out: Path, *,

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from .assets import Asset
 from .plan import Plan, Slide
@@ -93,6 +94,9 @@ class AudioSegment:
     clips: tuple[Clip, ...]
     music_phase: int  # sample of the music loop at mix_start
     key: str
+
+
+S = TypeVar("S", "VideoSegment", "AudioSegment")
 
 
 def _first_packet(sample: int) -> int:
@@ -190,21 +194,20 @@ def run_of(group: list[AudioSegment]) -> AudioRun:
                     tuple(sorted(placed.values(), key=lambda c: c.offset)), first.music_phase)
 
 
-def runs(todo: list[AudioSegment], pieces: int) -> list[list[AudioSegment]]:
+def runs(todo: list[S], pieces: int, size: Callable[[S], float]) -> list[list[S]]:
     """Split the segments to make into runs of consecutive steps, about ``pieces`` of
-    them of similar length (one per thread), so the cores finish together."""
+    them of similar ``size`` (one per thread), so the threads finish together."""
     if not todo:
         return []
-    target = sum(seg.end - seg.encode_start for seg in todo) / max(1, pieces)
-    groups: list[list[AudioSegment]] = []
-    length = 0
+    target = sum(size(seg) for seg in todo) / max(1, pieces)
+    groups: list[list[S]] = []
+    length = 0.0
     for seg in sorted(todo, key=lambda s: s.index):
-        size = seg.end - seg.encode_start
-        fits = groups and groups[-1][-1].index == seg.index - 1 and length + size / 2 <= target
+        fits = groups and groups[-1][-1].index == seg.index - 1 and length + size(seg) / 2 <= target
         if fits:
             groups[-1].append(seg)
-            length += size
+            length += size(seg)
         else:
             groups.append([seg])
-            length = size
+            length = size(seg)
     return groups
