@@ -52,6 +52,10 @@ RECOVERED = Counter(
     "mobius_preview_jobs_recovered_total",
     "Jobs put back on their queue because the worker holding them stopped proving alive",
 )
+SEGMENTS = Counter(
+    "mobius_preview_segments_total", "Per-step segments a render needed, by kind and whether it made "
+    "or reused them", ["kind", "outcome"],
+)
 REFUSED = Counter("mobius_preview_submissions_refused_total", "Submissions refused", ["reason"])
 REJECTED = Counter(
     "mobius_preview_messages_rejected_total", "Messages the worker refused to run (kept as dead letters)",
@@ -76,6 +80,13 @@ def job_finished(outcome: str, priority: str, seconds: float | None = None) -> N
 def stages(timings: dict[str, float]) -> None:
     for stage, seconds in timings.items():
         STAGE_SECONDS.labels(stage).observe(seconds)
+
+
+def segments(made: dict[str, dict[str, int]]) -> None:
+    """Segments rendered and reused by one render (its manifest's ``output.segments``)."""
+    for kind, counts in made.items():
+        SEGMENTS.labels(kind, "rendered").inc(counts["rendered"])
+        SEGMENTS.labels(kind, "reused").inc(counts["count"] - counts["rendered"])
 
 
 def jobs_recovered(n: int) -> None:

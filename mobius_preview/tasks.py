@@ -227,6 +227,8 @@ def execute(payload: Any, located: Located | None = None, control: Control | Non
             rendered = render.render(prepared, workdir, timeout=cfg.soft_time_limit, control=control,
                                      segments=storage.segments_dir())
             timings = rendered["timings"]
+            if "output" in rendered:
+                metrics.segments(rendered["output"]["segments"])
             control.check()
             control.progress("publish", 97)
             folder = storage.publish(workdir, identified.key)

@@ -41,7 +41,8 @@ def test_worker_metrics_count_every_outcome_across_pool_processes(worker_process
     assert value(s, total, outcome="dead", priority="normal") == 1
     assert value(s, total, outcome="invalid", priority="high") == 1
     assert value(s, "mobius_preview_job_duration_seconds_count", priority="normal") == 2
-    assert value(s, "mobius_preview_render_stage_seconds_count", stage="video") == 1
+    assert value(s, "mobius_preview_render_stage_seconds_count", stage="segments") == 1
+    assert value(s, "mobius_preview_segments_total", kind="video", outcome="rendered") >= 1
     assert value(s, "mobius_preview_queue_wait_seconds_count", priority="low") == 1
     assert value(s, "mobius_preview_jobs_in_progress") == 0
     assert value(s, "mobius_preview_broker_up") == 1
