@@ -225,3 +225,16 @@ def test_store_refuses_unsafe_names_and_prunes_what_no_render_used(tmp_path):
     assert store.get("b" * 64, ".aac") == fresh  # using a segment keeps it
     assert prune(tmp_path / "s", 7 * 86400) == 1
     assert not old.exists() and fresh.exists()
+
+
+def test_a_starting_worker_prunes_segments_no_render_used_for_days():
+    from mobius_preview import storage, worker  # worker: loaded by workers only, as in production
+
+    folder = storage.segments_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    old, recent = folder / f"{'c' * 64}.aac", folder / f"{'d' * 64}.aac"
+    old.write_bytes(b"x")
+    recent.write_bytes(b"y")
+    os.utime(old, (0, 0))
+    worker._clean_leftovers()
+    assert not old.exists() and recent.exists()
