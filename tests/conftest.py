@@ -203,8 +203,10 @@ def fake_ffmpeg(tmp_path: Path, *, fail_first: int = 0, sleep: float = 0.0, slee
     """An ffmpeg wrapper: the first ``fail_first`` encodes crash, each of the first
     ``sleep_first`` encodes (all by default) sleeps ``sleep`` seconds first.
 
-    Only video encodes (reading slides.ffconcat) are affected; everything else
-    runs the real binary, so a job still produces a real video once it heals.
+    Only the last step of a render is affected, joining its segments into the video
+    (it reads slides.ffconcat; a WebM render's one video encode reads it too), so
+    segments are made for real first; everything else runs the real binary, so a
+    job still produces a real video once it heals.
     """
     from mobius_preview.render import ffmpeg as ff
 

@@ -18,7 +18,7 @@ TOTAL = 2000
 
 
 def flaky_ffmpeg(tmp_path):
-    """ffmpeg whose first video encode of each content key fails (a transient error that heals)."""
+    """ffmpeg whose first join of each content key fails (a transient error that heals)."""
     markers = tmp_path / "flaky"
     markers.mkdir()
     script = tmp_path / "ffmpeg-flaky"

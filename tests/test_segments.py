@@ -238,3 +238,14 @@ def test_a_starting_worker_prunes_segments_no_render_used_for_days():
     os.utime(old, (0, 0))
     worker._clean_leftovers()
     assert not old.exists() and recent.exists()
+
+
+def test_steps_that_share_a_segment_render_once_and_join_right(tmp_path, tones):
+    """Silent steps of one length fall on the packet grid alike every few steps: same key."""
+    job = tone_job(9, music=False, seconds=(2.0,))
+    for step in job["previewRequest"]["steps"]:
+        del step["narration"]
+    prepared, data = rendered(job, tmp_path / "out", tmp_path / "store")
+    keys = data["output"]["segments"]["audio"]["keys"]
+    assert len(set(keys)) < len(keys)
+    assert len(pcm(tmp_path / "out" / "preview.mp4")) == 2 * segments.total_samples(prepared.plan)

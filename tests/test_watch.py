@@ -27,13 +27,13 @@ def long_job() -> dict:
 
 def test_cancelling_a_running_render_stops_it_cleans_up_and_the_worker_goes_on(
         tmp_path, settings_env, worker):
-    # The video encode takes 120 s here, so the render is surely running when cancelled.
+    # Joining the segments takes 120 s here, so the render is surely running when cancelled.
     settings_env(FFMPEG_BINARY=str(fake_ffmpeg(tmp_path, sleep=120)))
     tmp = RUN_DIR / "data" / "tmp"
     before = set(tmp.iterdir()) if tmp.exists() else set()  # left by other tests' killed workers
     job = long_job()
     mobius_preview.submit(job)
-    wait_for(lambda: (client.status(job["jobId"])["progress"] or {}).get("stage") == "video", timeout=60)
+    wait_for(lambda: (client.status(job["jobId"])["progress"] or {}).get("stage") == "join", timeout=60)
     started = time.monotonic()
     asked = client.cancel(job["jobId"])
     assert asked["state"] == "running" and asked["cancelRequested"]

@@ -282,8 +282,9 @@ class _Media:
 
     @staticmethod
     def _make(store: SegmentStore, group: list[Any], suffix: str, encode_to) -> None:
-        """Encode a run into private names, then move each segment into the store."""
-        tmps = [store.tmp(seg.key, suffix) for seg in group]
+        """Encode a run into private names, then move each segment into the store (two
+        steps may share a key, silent ones of one length: each gets its own name)."""
+        tmps = [store.tmp(seg.key, f".{n}{suffix}") for n, seg in enumerate(group)]
         try:
             encode_to(tmps)
             for seg, tmp in zip(group, tmps, strict=True):
