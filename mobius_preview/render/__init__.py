@@ -175,10 +175,11 @@ class _Media:
         """Seconds left of the render's time limit, for the next ffmpeg it starts."""
         return max(0.1, self.deadline - time.monotonic())
 
-    def render(self, segments: Path | None) -> dict[str, Any]:
+    def render(self, folder: Path | None) -> dict[str, Any]:
+        """Everything, given the folder of stored segments (None: a private one, thrown away)."""
         plan = self.plan
         self.scratch.mkdir()
-        store = SegmentStore(segments or self.scratch / "segments")
+        store = SegmentStore(folder or self.scratch / "segments")
         music, music_samples = None, None
         if plan.music is not None:
             with self.stages.stage("music"):

@@ -42,34 +42,47 @@ def music_pcm(music: Asset, store: SegmentStore, *, timeout: float,
 
 
 def window(plan: Plan, segment: AudioRun, music: Path | None) -> tuple[list[str], str]:
-    """ffmpeg inputs and a graph whose ``[aout]`` is samples ``encode_start..end`` of the track."""
+    """ffmpeg inputs and a graph whose ``[aout]`` is samples ``encode_start..end`` of the track.
+
+    The narration is laid end to end (concat: each clip padded with silence to its step's
+    length, silence where a step has none), so the cost grows with the window's length,
+    not with the number of clips in it.
+    """
     length = segment.mix_end - segment.mix_start
-    inputs = ["-f", "lavfi", "-i", f"anullsrc=r={SAMPLE_RATE}:cl=stereo"]
-    graph = [f"[0:a]{_FORMAT},atrim=end_sample={length},asplit=2[bed][silence]"]
-    voices = ["[silence]"]
-    for n, clip in enumerate(segment.clips, start=1):
+    inputs: list[str] = []
+    graph, pieces, cursor = [], [], 0
+
+    def silence(samples: int) -> None:
+        graph.append(f"anullsrc=r={SAMPLE_RATE}:cl=stereo,{_FORMAT},atrim=end_sample={samples}"
+                     f"[p{len(pieces)}]")
+        pieces.append(f"[p{len(pieces)}]")
+
+    for clip in segment.clips:
+        if clip.offset > cursor:
+            silence(clip.offset - cursor)
+        start, end = max(0, -clip.offset), min(clip.length, length - clip.offset)
+        graph.append(f"[{inputs.count('-i')}:a]aresample={SAMPLE_RATE},{_FORMAT},apad,"
+                     f"atrim=start_sample={start}:end_sample={end},asetpts=N/SR/TB,"
+                     f"volume={clip.gain}dB[p{len(pieces)}]")
         inputs += ["-i", str(clip.asset.path)]
-        delay = f",adelay={clip.offset}S:all=1" if clip.offset > 0 else ""
-        graph.append(f"[{n}:a]aresample={SAMPLE_RATE},{_FORMAT},"
-                     f"atrim=start_sample={max(0, -clip.offset)}:end_sample={clip.length},"
-                     f"asetpts=N/SR/TB,volume={clip.gain}dB{delay},atrim=end_sample={length}[v{n}]")
-        voices.append(f"[v{n}]")
-    graph.append(f"{''.join(voices)}amix=inputs={len(voices)}:normalize=0:duration=longest[narr]")
-    mix = ["[bed]"]
+        pieces.append(f"[p{len(pieces)}]")
+        cursor = clip.offset + end
+    if cursor < length:
+        silence(length - cursor)
+    graph.append(f"{''.join(pieces)}concat=n={len(pieces)}:v=0:a=1[narr]")
     if music is not None and plan.music is not None:
-        inputs += ["-stream_loop", "-1", "-f", "f32le", "-ar", str(SAMPLE_RATE), "-ac", "2",
-                   "-i", str(music)]
         level = clip_gain_db(plan.music, plan.normalize)
-        graph.append(f"[{len(segment.clips) + 1}:a]{_FORMAT},atrim=start_sample={segment.music_phase}:"
+        graph.append(f"[{inputs.count('-i')}:a]{_FORMAT},atrim=start_sample={segment.music_phase}:"
                      f"end_sample={segment.music_phase + length},asetpts=N/SR/TB,"
                      f"volume={level}dB,volume={plan.music_volume:.3f}[music]")
+        inputs += ["-stream_loop", "-1", "-f", "f32le", "-ar", str(SAMPLE_RATE), "-ac", "2",
+                   "-i", str(music)]
         graph.append(f"[narr]asplit=2[voice][key];[music][key]{DUCKING}[ducked]")
-        mix += ["[voice]", "[ducked]"]
+        graph.append("[voice][ducked]amix=inputs=2:normalize=0:duration=longest[mixed]")
     else:
-        mix.append("[narr]")
+        graph.append("[narr]anull[mixed]")
     limiter = f"alimiter=limit={PEAK_LIMIT:.4f}:level=0:latency=1," if plan.normalize else ""
-    graph.append(f"{''.join(mix)}amix=inputs={len(mix)}:normalize=0:duration=longest,{limiter}"
-                 f"atrim=start_sample={segment.encode_start - segment.mix_start}:"
+    graph.append(f"[mixed]{limiter}atrim=start_sample={segment.encode_start - segment.mix_start}:"
                  f"end_sample={segment.end - segment.mix_start},asetpts=N/SR/TB[aout]")
     return inputs, ";".join(graph)
 
