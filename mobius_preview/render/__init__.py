@@ -187,14 +187,9 @@ class _Media:
                                                      stop=self.control.stop)
         video = self.out / f"preview.{plan.format}"
         if plan.format == "mp4":
-            made, thumbs = self._segmented(store, music, music_samples, video)
+            made = self._segmented(store, music, music_samples, video)
         else:
-            made, thumbs = self._whole(music, music_samples, video)
-        with self.stages.stage("sheet"):
-            slides.contact_sheet(thumbs).save(self.out / "contact-sheet.png", compress_level=6)
-            if plan.include_captions:
-                (self.out / "captions.srt").write_text(captions.srt(plan), encoding="utf-8")
-                (self.out / "captions.vtt").write_text(captions.vtt(plan), encoding="utf-8")
+            made = self._whole(music, music_samples, video)
         shutil.rmtree(self.scratch)
         with self.stages.stage("probe"):
             facts = ffmpeg.probe(video)
@@ -215,7 +210,7 @@ class _Media:
         }
 
     def _segmented(self, store: SegmentStore, music: Path | None, music_samples: int | None,
-                   video: Path) -> tuple[dict[str, Any], list[Image.Image]]:
+                   video: Path) -> dict[str, Any]:
         """MP4: every step a video and an audio segment, made only when not already stored,
         several at once, then joined by stream copy."""
         plan, control = self.plan, self.control
@@ -237,24 +232,29 @@ class _Media:
                 plan, segments.run_of(group), music, codec["audio"], tmps, timeout=self.left(),
                 stop=control.stop))
 
-        # ffmpeg runs on `threads` threads, each encode a run of consecutive steps cut apart
-        # afterwards (one run per thread), audio first as the longest work; this thread draws
-        # the slides meanwhile (Pillow holds the GIL) and queues each video run once drawn.
+        # Audio runs (the longest work) go to `threads` threads, one run of consecutive steps
+        # each, cut apart afterwards. This thread draws the slides meanwhile (Pillow holds the
+        # GIL) and hands each run of them, once drawn, to one more thread for its video; then
+        # it makes the contact sheet while the encodes finish.
         audio_runs = segments.runs(todo_audio, self.threads, lambda s: s.end - s.encode_start)
         video_runs = segments.runs(todo_video, self.threads, lambda s: 1)
-        with self.stages.stage("segments"), ThreadPoolExecutor(max_workers=self.threads) as pool:
+        drawn: dict[int, Image.Image] = {}
+        with (self.stages.stage("segments"), ThreadPoolExecutor(max_workers=self.threads) as pool,
+              ThreadPoolExecutor(max_workers=1) as video_pool):
             futures = [pool.submit(encode_audio, group) for group in audio_runs]
             try:
-                drawn = 0
                 for group in video_runs:
                     pictures = []
                     for seg in group:
                         control.check()
-                        control.progress(f"slides {drawn + 1}/{len(todo_video)}",
-                                         10 + 30 * drawn / len(todo_video))
-                        pictures.append(self._draw(store, seg))
-                        drawn += 1
-                    futures.append(pool.submit(encode_video, group, pictures))
+                        control.progress(f"slides {len(drawn) + 1}/{len(todo_video)}",
+                                         10 + 30 * len(drawn) / len(todo_video))
+                        thumb, picture = self._draw(store, seg)
+                        drawn[seg.index] = thumb
+                        pictures.append(picture)
+                    futures.append(video_pool.submit(encode_video, group, pictures))
+                self._sheet_and_captions([drawn.get(s.index) or _opened(store.path(s.key, ".thumb.png"))
+                                          for s in videos])
                 for done, future in enumerate(as_completed(futures), start=1):
                     future.result()
                     control.progress(f"segments {done}/{len(futures)}", 40 + 50 * done / len(futures))
@@ -268,14 +268,13 @@ class _Media:
                             [store.path(s.key, ".aac") for s in audios], self.scratch, video,
                             timeout=self.left(), stop=control.stop)
             shutil.copyfile(store.path(videos[0].key, ".poster.png"), self.out / "poster.png")
-            thumbs = [_opened(store.path(s.key, ".thumb.png")) for s in videos]
         made = {
             "video": {"count": len(videos), "rendered": len(todo_video), "encodes": len(video_runs),
                       "keys": [s.key for s in videos]},
             "audio": {"count": len(audios), "rendered": len(todo_audio), "encodes": len(audio_runs),
                       "keys": [s.key for s in audios]},
         }
-        return made, thumbs
+        return made
 
     @staticmethod
     def _stored(store: SegmentStore, key: str, suffixes: tuple[str, ...]) -> bool:
@@ -294,19 +293,28 @@ class _Media:
             for tmp in tmps:
                 tmp.unlink(missing_ok=True)
 
-    def _draw(self, store: SegmentStore, seg: segments.VideoSegment) -> Path:
+    def _draw(self, store: SegmentStore, seg: segments.VideoSegment) -> tuple[Image.Image, Path]:
         """Draw a step's slide: its thumbnail (and the poster) go to the store, the picture
         to a scratch file for its video."""
         picture = slides.draw(self.plan, seg.slide)
-        _put(store, seg.key, ".thumb.png", lambda p: _thumbnail(self.plan, picture).save(p, format="PNG"))
+        thumb = _thumbnail(self.plan, picture)
+        _put(store, seg.key, ".thumb.png", lambda p: thumb.save(p, format="PNG"))
         if seg.index == 0:
             _put(store, seg.key, ".poster.png", lambda p: picture.save(p, format="PNG", compress_level=6))
         bmp = self.scratch / f"slide-{seg.index:03d}.bmp"  # uncompressed: quickest both ways
         picture.save(bmp)
-        return bmp
+        return thumb, bmp
+
+    def _sheet_and_captions(self, thumbs: list[Image.Image]) -> None:
+        plan = self.plan
+        with self.stages.stage("sheet"):
+            slides.contact_sheet(thumbs).save(self.out / "contact-sheet.png", compress_level=6)
+            if plan.include_captions:
+                (self.out / "captions.srt").write_text(captions.srt(plan), encoding="utf-8")
+                (self.out / "captions.vtt").write_text(captions.vtt(plan), encoding="utf-8")
 
     def _whole(self, music: Path | None, music_samples: int | None,
-               video: Path) -> tuple[dict[str, Any], list[Image.Image]]:
+               video: Path) -> dict[str, Any]:
         """WebM in one piece: the whole track mixed on one thread while the slides are
         drawn and encoded on this one; the audio thread writes the file."""
         plan, control, stages = self.plan, self.control, self.stages
@@ -317,7 +325,7 @@ class _Media:
             audio = pool.submit(stages.timed, "audio_and_mux", encode.audio_and_mux, plan, whole, music,
                                 self.scratch, video_ready, video, timeout=self.left(), stop=control.stop)
             try:
-                track, thumbs = self._slides_and_video()
+                track = self._slides_and_video()
                 video_ready.set_result(track)
             except BaseException as exc:
                 video_ready.set_exception(exc)
@@ -326,9 +334,11 @@ class _Media:
                 with stages.stage("wait_audio"):
                     control.progress("audio", 90)
                     audio.result()
-        return {"video": {"count": 1, "rendered": 1}, "audio": {"count": 1, "rendered": 1}}, thumbs
+        return {"video": {"count": 1, "rendered": 1}, "audio": {"count": 1, "rendered": 1}}
 
-    def _slides_and_video(self) -> tuple[Path, list[Image.Image]]:
+    def _slides_and_video(self) -> Path:
+        """Draw every slide, then encode them as one video (the contact sheet and captions
+        are written while it encodes)."""
         plan, control = self.plan, self.control
         frames: list[tuple[Path, float]] = []
         thumbs = []
@@ -344,11 +354,12 @@ class _Media:
                     picture.save(self.out / "poster.png", compress_level=6)
                 thumbs.append(_thumbnail(plan, picture))
                 frames.append((path, slide.duration))
+        control.progress("video", 60)
         with self.stages.stage("video"):
-            control.progress("video", 60)
             encoding, track = encode.start_video(plan, frames, self.scratch)
+            self._sheet_and_captions(thumbs)
             encoding.finish(self.left(), control.stop)
-        return track, thumbs
+        return track
 
 
 def _video_files(seg: segments.VideoSegment) -> tuple[str, ...]:
