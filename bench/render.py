@@ -34,6 +34,7 @@ import copy
 import json
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -113,6 +114,18 @@ def timed(fn) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and its finished children (ffmpeg), user and system."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def cpu_and_wall(fn) -> tuple[float, float]:
+    before = cpu_seconds()
+    wall = timed(fn)
+    return wall, cpu_seconds() - before
 
 
 class Ours:
@@ -232,13 +245,18 @@ def edit_loop(steps: int, step_seconds: float, rounds: int) -> dict[str, float]:
     hand = hand_command(job)
     ours = Ours(f"{steps}")
     runs: dict[str, list[float]] = {"hand": [], "first_new": [], "first": [], "edit": []}
+    cpu: dict[str, list[float]] = {"hand": [], "first": []}
     stages = {}
     for r in range(rounds):
-        runs["hand"].append(timed(lambda: ffmpeg.run(hand)))
+        wall, used = cpu_and_wall(lambda: ffmpeg.run(hand))
+        runs["hand"].append(wall)
+        cpu["hand"].append(used)
         ours.forget(facts=True)
         runs["first_new"].append(ours.render(job))
         ours.forget(facts=False)
+        before = cpu_seconds()
         runs["first"].append(ours.render(job))
+        cpu["first"].append(cpu_seconds() - before)
         stages = ours.last["timings"]
         runs["edit"].append(ours.render(edited(job, (3 + 7 * r) % steps, r)))
         made = ours.last["output"]["segments"]
@@ -246,6 +264,7 @@ def edit_loop(steps: int, step_seconds: float, rounds: int) -> dict[str, float]:
     result = {k: statistics.median(v) for k, v in runs.items()}
     result["spread"] = {k: (min(v), max(v)) for k, v in runs.items()}
     result["stages"] = stages
+    result["cpu"] = {k: statistics.median(v) for k, v in cpu.items()}
     return result
 
 
@@ -289,6 +308,8 @@ def main() -> int:
         ("ours: first render, assets known", f"{short['first']:.3f} s",
          f"{_spread(short, 'first')}; stages {short['stages']}"),
         ("ours: one-step text edit", f"{short['edit']:.3f} s", _spread(short, "edit")),
+        ("CPU seconds: hand / ours (first, assets known)",
+         f"{short['cpu']['hand']:.2f} / {short['cpu']['first']:.2f}", "user + system, ffmpeg included"),
         ("first render / hand", f"{short['first_new'] / short['hand']:.2f}x "
          f"(assets known {short['first'] / short['hand']:.2f}x)", "aim <= 1.0x"),
         ("edit / first render", f"{short['edit'] / short['first_new']:.0%} "
