@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import array
 import copy
+import json
 import os
 import re
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -250,3 +252,26 @@ def test_steps_that_share_a_segment_render_once_and_join_right(tmp_path, tones):
     keys = data["output"]["segments"]["audio"]["keys"]
     assert len(set(keys)) < len(keys)
     assert len(pcm(tmp_path / "out" / "preview.mp4")) == 2 * segments.total_samples(prepared.plan)
+
+
+def test_renders_racing_on_one_store_all_finish_with_the_same_sound(tmp_path, tones):
+    """Three renders of one job at once, one shared store (as worker processes share
+    DATA_DIR): each makes or takes every segment, none sees a half-written one."""
+    results, errors = {}, []
+
+    def go(n: int) -> None:
+        try:
+            results[n] = rendered(tone_job(), tmp_path / f"out{n}", tmp_path / "store", threads=2)[1]
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=go, args=(n,)) for n in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len({json.dumps(r["output"]["segments"]["audio"]["keys"]) for r in results.values()}) == 1
+    sounds = [pcm(tmp_path / f"out{n}" / "preview.mp4") for n in range(3)]
+    assert all(len(s) == len(sounds[0]) for s in sounds)
+    assert not [p for p in (tmp_path / "store").iterdir() if p.name.startswith(".")]
