@@ -106,13 +106,17 @@ def assemble(plan: Plan, videos: list[Path], audios: list[Path], scratch: Path, 
         for path in audios:
             with path.open("rb") as source:
                 shutil.copyfileobj(source, sink, 1 << 20)
-    # Packets counted in samples: the first (priming) starts at -1024, the last ends at the plan's end.
-    end = total_samples(plan) + PACKET
-    timing = (f"setts=time_base=1/{SAMPLE_RATE}:prescale=1:ts=TS-{PACKET}:"
-              f"duration=min(DURATION\\,{end}-PTS)")
+    # The first packet (the encoder's priming) starts 1024 samples before zero, and the last
+    # one lasts only up to the plan's end: the MP4 edit list then cuts both. The AAC encoder
+    # makes ceil(samples / 1024) + 1 packets, so the last one's index and length are known.
+    total = total_samples(plan)
+    packets = -(-total // PACKET) + 1
+    tail = total + PACKET - (packets - 1) * PACKET
+    timing = f"setts=duration=if(eq(N\\,{packets - 1})\\,DURATION*{tail}/{PACKET}\\,DURATION)"
     ffmpeg.run(["-v", "error", "-y", "-f", "concat", "-safe", "0", "-i", str(script),
-                "-f", "aac", "-i", str(track), "-map", "0:v", "-map", "1:a", "-c", "copy",
-                "-bsf:a", timing, *CODECS["mp4"]["container"], str(out)],
+                "-itsoffset", f"{-PACKET / SAMPLE_RATE:.6f}", "-f", "aac", "-i", str(track),
+                "-map", "0:v", "-map", "1:a", "-c", "copy", "-bsf:a", timing,
+                *CODECS["mp4"]["container"], str(out)],
                timeout=timeout, what=f"joining the segments into {out.name}", stop=stop)
 
 

@@ -156,7 +156,7 @@ def audio_facts(path: Path) -> tuple[float, float | None]:
     LUFS; None when it is too short or silent to have one)."""
     err = run(
         ["-v", "info", "-nostats", "-stats", "-i", str(path), "-map", "0:a:0",
-         "-af", "ebur128=framelog=quiet", "-f", "null", "-"],
+         "-af", "ebur128=framelog=verbose", "-f", "null", "-"],
         what=f"decoding {path.name}",
     )
     found = _INTEGRATED.findall(err)
