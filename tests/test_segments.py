@@ -156,18 +156,29 @@ def test_every_step_starts_within_one_frame_of_its_audio(tmp_path, tones):
         assert abs(onset / RATE - frame) <= 1 / prepared.plan.fps, (slide.index, onset / RATE, frame)
 
 
-def test_a_text_edit_renders_one_video_segment_and_reuses_the_audio(tmp_path, tones):
-    store = tmp_path / "store"
+def render_an_edit(tmp_path: Path, edit) -> tuple[render.Prepared, dict, dict]:
+    """Render the tone job, then the job as ``edit`` changes it, with one store."""
     job = tone_job()
-    _, first = rendered(job, tmp_path / "a", store)
+    _, first = rendered(job, tmp_path / "a", tmp_path / "store")
     edited = copy.deepcopy(job)
-    edited["previewRequest"]["steps"][3]["text"] = "Now something else entirely."
-    prepared, second = rendered(edited, tmp_path / "b", store)
+    edit(edited["previewRequest"]["steps"])
+    prepared, second = rendered(edited, tmp_path / "b", tmp_path / "store")
+    return prepared, first, second
+
+
+def changed(first: dict, second: dict, kind: str) -> list[int]:
+    """The steps whose ``kind`` segment has another key in ``second``."""
+    keys = zip(first["output"]["segments"][kind]["keys"], second["output"]["segments"][kind]["keys"],
+               strict=True)
+    return [n for n, (x, y) in enumerate(keys) if x != y]
+
+
+def test_a_text_edit_renders_one_video_segment_and_reuses_the_audio(tmp_path, tones):
+    prepared, first, second = render_an_edit(
+        tmp_path, lambda steps: steps[3].update(text="Now something else entirely."))
     made = second["output"]["segments"]
     assert (made["video"]["rendered"], made["audio"]["rendered"]) == (1, 0)
-    changed = [n for n, (x, y) in enumerate(zip(first["output"]["segments"]["video"]["keys"],
-                                                made["video"]["keys"], strict=True)) if x != y]
-    assert changed == [3]
+    assert changed(first, second, "video") == [3]
     assert pcm(tmp_path / "a" / "preview.mp4") == pcm(tmp_path / "b" / "preview.mp4")
     assert second["key"] != first["key"]  # the whole preview is still addressed by its content
     assert len(frame_times(tmp_path / "b" / "preview.mp4")) == 2 * len(prepared.plan.slides)
@@ -176,17 +187,10 @@ def test_a_text_edit_renders_one_video_segment_and_reuses_the_audio(tmp_path, to
 
 
 def test_a_narration_edit_renders_only_the_audio_around_it(tmp_path, tones):
-    store = tmp_path / "store"
-    job = tone_job()
-    _, first = rendered(job, tmp_path / "a", store)
-    edited = copy.deepcopy(job)
-    edited["previewRequest"]["steps"][2]["narration"] = "v5"
-    _, second = rendered(edited, tmp_path / "b", store)
-    before = first["output"]["segments"]["audio"]["keys"]
-    after = second["output"]["segments"]["audio"]["keys"]
-    changed = [n for n, (x, y) in enumerate(zip(before, after, strict=True)) if x != y]
+    _, first, second = render_an_edit(tmp_path, lambda steps: steps[2].update(narration="v5"))
+    audio = changed(first, second, "audio")
     # Its own step, and the neighbours whose pre-roll or post-roll hears it.
-    assert 2 in changed and set(changed) <= {1, 2, 3}, changed
+    assert 2 in audio and set(audio) <= {1, 2, 3}, audio
     assert second["output"]["segments"]["video"]["rendered"] == 0
 
 
