@@ -234,6 +234,14 @@ def test_store_refuses_unsafe_names_and_prunes_what_no_render_used(tmp_path):
     os.utime(old, (past, past))
     os.utime(fresh, (past, past))
     assert store.get("b" * 64, ".aac") == fresh  # using a segment keeps it
+
+    def half_written(tmps: list[Path]) -> None:
+        tmps[0].write_bytes(b"part of it")
+        raise EncoderError("the encoder died")
+
+    with pytest.raises(EncoderError):
+        store.write(["c" * 64, "c" * 64], ".aac", half_written)
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == [old.name, fresh.name]
     assert prune(tmp_path / "s", 7 * 86400) == 1
     assert not old.exists() and fresh.exists()
 

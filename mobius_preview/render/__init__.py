@@ -221,14 +221,14 @@ class _Media:
         todo_audio = [s for s in audios if not self._stored(store, s.key, (".aac",))]
 
         def encode_video(group: list[segments.VideoSegment], pictures: list[Path]) -> None:
-            self._make(store, group, ".mp4", lambda tmps: encode.video_run(
+            store.write([seg.key for seg in group], ".mp4", lambda tmps: encode.video_run(
                 plan, group, pictures, tmps, timeout=self.left(), stop=control.stop))
             for picture in pictures:
                 picture.unlink()
 
         def encode_audio(group: list[segments.AudioSegment]) -> None:
             control.check()
-            self._make(store, group, ".aac", lambda tmps: mix.encode_run(
+            store.write([seg.key for seg in group], ".aac", lambda tmps: mix.encode_run(
                 plan, segments.run_of(group), music, codec["audio"], tmps, timeout=self.left(),
                 stop=control.stop))
 
@@ -280,27 +280,14 @@ class _Media:
     def _stored(store: SegmentStore, key: str, suffixes: tuple[str, ...]) -> bool:
         return all(store.get(key, suffix) is not None for suffix in suffixes)
 
-    @staticmethod
-    def _make(store: SegmentStore, group: list[Any], suffix: str, encode_to) -> None:
-        """Encode a run into private names, then move each segment into the store (two
-        steps may share a key, silent ones of one length: each gets its own name)."""
-        tmps = [store.tmp(seg.key, f".{n}{suffix}") for n, seg in enumerate(group)]
-        try:
-            encode_to(tmps)
-            for seg, tmp in zip(group, tmps, strict=True):
-                store.put(tmp, seg.key, suffix)
-        finally:
-            for tmp in tmps:
-                tmp.unlink(missing_ok=True)
-
     def _draw(self, store: SegmentStore, seg: segments.VideoSegment) -> tuple[Image.Image, Path]:
         """Draw a step's slide: its thumbnail (and the poster) go to the store, the picture
         to a scratch file for its video."""
         picture = slides.draw(self.plan, seg.slide)
         thumb = _thumbnail(self.plan, picture)
-        _put(store, seg.key, ".thumb.png", lambda p: thumb.save(p, format="PNG"))
+        store.write_one(seg.key, ".thumb.png", lambda p: thumb.save(p, format="PNG"))
         if seg.index == 0:
-            _put(store, seg.key, ".poster.png", lambda p: picture.save(p, format="PNG", compress_level=6))
+            store.write_one(seg.key, ".poster.png", lambda p: picture.save(p, format="PNG", compress_level=6))
         bmp = self.scratch / f"slide-{seg.index:03d}.bmp"  # uncompressed: quickest both ways
         picture.save(bmp)
         return thumb, bmp
@@ -364,16 +351,6 @@ class _Media:
 
 def _video_files(seg: segments.VideoSegment) -> tuple[str, ...]:
     return (".mp4", ".thumb.png", ".poster.png") if seg.index == 0 else (".mp4", ".thumb.png")
-
-
-def _put(store: SegmentStore, key: str, suffix: str, write) -> None:
-    """Write one file of a segment under a private name and move it into the store."""
-    tmp = store.tmp(key, suffix)
-    try:
-        write(tmp)
-        store.put(tmp, key, suffix)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _thumbnail(plan: Plan, picture: Image.Image) -> Image.Image:

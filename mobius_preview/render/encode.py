@@ -39,44 +39,44 @@ CODECS = {
 }
 
 
-def concat_list(plan: Plan, frames: list[tuple[Path, float]]) -> str:
-    """The concat demuxer script: each picture and how long it stays on screen.
-
-    The last picture is listed once more, one frame before the end, so the video
-    stream itself (not only the audio) lasts exactly the planned duration.
-    """
-    tick = 1 / plan.fps
-    # Each picture is read at the plan's frame rate, so its duration is a whole number of
-    # ticks of its own time base (at the image reader's default 25 fps it would be rounded).
-    rate = f"option framerate {plan.fps}"
+def _ffconcat(plan: Plan, shown: list[tuple[Path, int]]) -> str:
+    """A concat demuxer script showing each picture for a number of frames. Each is read
+    at the plan's frame rate, so its duration is a whole number of ticks of its own time
+    base (at the image reader's default 25 fps it would be rounded)."""
     lines = ["ffconcat version 1.0"]
-    for n, (path, seconds) in enumerate(frames):
-        if n == len(frames) - 1:
-            seconds -= tick
-        if seconds > tick / 2:  # a picture shown for a single frame is listed once
-            lines += [f"file '{path.name}'", rate, f"duration {seconds:.6f}"]
-    lines += [f"file '{frames[-1][0].name}'", rate, f"duration {tick:.6f}"]
+    for path, frames in shown:
+        lines += [f"file '{path.name}'", f"option framerate {plan.fps}", f"duration {frames / plan.fps:.6f}"]
     return "\n".join(lines) + "\n"
+
+
+def _held(picture: Path, frames: int) -> list[tuple[Path, int]]:
+    """A picture held for ``frames``: shown at its first frame and, when it lasts longer,
+    again at its last, so the stream itself lasts exactly that long."""
+    return [(picture, frames - 1), (picture, 1)] if frames > 1 else [(picture, 1)]
+
+
+def concat_list(plan: Plan, frames: list[tuple[Path, float]]) -> str:
+    """The concat demuxer script of a whole video: each picture and how long it stays on
+    screen, the last one held (see ``_held``)."""
+    counts = [(path, round(seconds * plan.fps)) for path, seconds in frames]
+    return _ffconcat(plan, counts[:-1] + _held(*counts[-1]))
 
 
 def video_run(plan: Plan, group: list[VideoSegment], pictures: list[Path], targets: list[Path], *,
               timeout: float, stop: threading.Event | None = None) -> None:
     """Consecutive steps' videos from one encode, cut apart into ``targets``.
 
-    Each step's picture is shown at its first frame (an IDR frame, forced) and again at
-    its last, so every piece stands alone with its exact length; the segment muxer cuts
-    at those IDR frames and restarts each piece's clock at zero.
+    Each step's picture is held (``_held``), its first frame an IDR frame (forced), so
+    every piece stands alone with its exact length; the segment muxer cuts at those IDR
+    frames and restarts each piece's clock at zero.
     """
-    tick = 1 / plan.fps
-    lines, starts, at = ["ffconcat version 1.0"], [], 0
+    shown, starts, at = [], [], 0
     for seg, picture in zip(group, pictures, strict=True):
         starts.append(at / plan.fps)
-        shown = [seg.frames - 1, 1] if seg.frames > 1 else [1]
-        lines += [f"file '{picture.name}'\noption framerate {plan.fps}\nduration {n * tick:.6f}"
-                  for n in shown]
+        shown += _held(picture, seg.frames)
         at += seg.frames
     script = pictures[0].with_suffix(".ffconcat")
-    script.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    script.write_text(_ffconcat(plan, shown), encoding="utf-8")
     cuts = ",".join(f"{t:.6f}" for t in starts[1:])
     if len(targets) == 1:
         output = ["-f", "mp4", str(targets[0])]

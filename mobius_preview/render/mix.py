@@ -31,13 +31,10 @@ def music_pcm(music: Asset, store: SegmentStore, *, timeout: float,
     """The music decoded once to 48 kHz stereo float, kept by its sha256, and its length in
     samples: looping PCM keeps the bed's phase exact at every segment."""
     name = f"music-{music.sha256}"
-    found = store.get(name, ".f32")
-    if found is None:
-        tmp = store.tmp(name, ".f32")
-        ffmpeg.run(["-v", "error", "-y", "-i", str(music.path), "-map", "0:a:0",
-                    "-af", f"aresample={SAMPLE_RATE},{_FORMAT}", "-f", "f32le", str(tmp)],
-                   timeout=timeout, what=f"decoding {music.path.name}", stop=stop)
-        found = store.put(tmp, name, ".f32")
+    found = store.get(name, ".f32") or store.write_one(name, ".f32", lambda tmp: ffmpeg.run(
+        ["-v", "error", "-y", "-i", str(music.path), "-map", "0:a:0",
+         "-af", f"aresample={SAMPLE_RATE},{_FORMAT}", "-f", "f32le", str(tmp)],
+        timeout=timeout, what=f"decoding {music.path.name}", stop=stop))
     return found, found.stat().st_size // 8
 
 

@@ -56,6 +56,10 @@ def total_samples(plan: Plan) -> int:
     return sample_at(plan, plan.total_frames)
 
 
+def _first_sample(plan: Plan, slide: Slide) -> int:
+    return sample_at(plan, round(slide.start * plan.fps))
+
+
 def clip_gain_db(asset: Asset | None, normalize: bool) -> float:
     """Per-clip normalisation: the gain that brings one clip to TARGET_LUFS on its own."""
     if not normalize or asset is None or asset.loudness is None:
@@ -123,15 +127,9 @@ def audio_segments(plan: Plan, codec: list[str], music_samples: int | None, *,
     """The audio segments of ``plan``; ``whole``: one segment for the whole track (the reference
     a segmented render is compared with, and the way a WebM track is made)."""
     total = total_samples(plan)
-    starts, frame = [], 0
-    for slide in plan.slides:
-        starts.append(sample_at(plan, frame))
-        frame += round(slide.duration * plan.fps)
-    if whole:
-        starts = [0]
+    starts = [0] if whole else [_first_sample(plan, slide) for slide in plan.slides]
     placed = [
-        (slide.narration, sample_at(plan, round(slide.start * plan.fps)),
-         sample_at(plan, round(slide.duration * plan.fps)))
+        (slide.narration, _first_sample(plan, slide), sample_at(plan, round(slide.duration * plan.fps)))
         for slide in plan.slides if slide.narration is not None
     ]
     music_gain = clip_gain_db(plan.music, plan.normalize)

@@ -1,7 +1,7 @@
 """Rendered segments kept by key in one folder, shared by every render on the machine.
 
-A segment is written under a private temporary name and renamed into place, so it is
-either complete or absent; two renders making the same segment both succeed and the
+A segment is written under a private temporary name and renamed into place
+(``write``), so it is either complete or absent; two renders making the same segment both succeed and the
 bytes are the same. Using a segment touches it, so ``prune`` removes the ones no
 render has needed for a while.
 """
@@ -12,6 +12,7 @@ import os
 import re
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 _NAME = re.compile(r"^[0-9a-z][0-9a-z-]{0,100}$")
@@ -36,11 +37,23 @@ class SegmentStore:
             return None
         return path
 
-    def tmp(self, name: str, suffix: str) -> Path:
-        """A private name to write a segment under before ``put``."""
-        return self.folder / f".{self.path(name, '').name}.{os.getpid()}.{threading.get_ident()}{suffix}"
+    def write(self, names: list[str], suffix: str, make: Callable[[list[Path]], None]) -> list[Path]:
+        """Store one file per name, all made by one call of ``make`` under private names
+        (a name may repeat: each copy gets its own) and then renamed into place; nothing
+        is left behind when ``make`` fails."""
+        tmps = [self.folder / f".{self.path(name, '').name}.{os.getpid()}.{threading.get_ident()}.{n}{suffix}"
+                for n, name in enumerate(names)]
+        try:
+            make(tmps)
+            return [self._put(tmp, name, suffix) for name, tmp in zip(names, tmps, strict=True)]
+        finally:
+            for tmp in tmps:
+                tmp.unlink(missing_ok=True)
 
-    def put(self, tmp: Path, name: str, suffix: str) -> Path:
+    def write_one(self, name: str, suffix: str, make: Callable[[Path], None]) -> Path:
+        return self.write([name], suffix, lambda tmps: make(tmps[0]))[0]
+
+    def _put(self, tmp: Path, name: str, suffix: str) -> Path:
         final = self.path(name, suffix)
         os.replace(tmp, final)
         return final
