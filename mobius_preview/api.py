@@ -28,10 +28,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sse_starlette.sse import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
-from . import access, client, dlq, health, metrics, records, results
+from . import access, client, dlq, health, layout, metrics, records, results
 from .config import settings
 from .errors import BrokerUnavailable, InvalidPayload, JobNotFound, QueueFull
-from .render import manifest as manifest_file
+from .render import artifacts
 from .schema import parse_json, schema
 
 RETRY_AFTER_SECONDS = 30
@@ -88,20 +88,20 @@ async def _read_body(request: Request, limit: int) -> bytes | None:
 def _stored(job_id: str) -> tuple[Path, dict[str, dict[str, Any]], dict[str, Any]]:
     """A finished job's preview folder, its files by name (from the manifest), the manifest."""
     status = client.status(job_id)
-    path = (status.get("artifacts") or {}).get(manifest_file.NAME)
+    path = (status.get("artifacts") or {}).get(artifacts.MANIFEST)
     if not path:
         raise JobNotFound(job_id)
     folder = Path(path).parent
-    data = json.loads((folder / manifest_file.NAME).read_text(encoding="utf-8"))
+    data = json.loads((folder / artifacts.MANIFEST).read_text(encoding="utf-8"))
     files = {f["name"]: f for f in data.get("files", [])}
-    files[manifest_file.NAME] = {"name": manifest_file.NAME, "sha256": None}
+    files[artifacts.MANIFEST] = {"name": artifacts.MANIFEST, "sha256": None}
     return folder, files, data
 
 
 async def _events(job_id: str, after: str, request: Request) -> AsyncIterator[dict[str, str]]:
     """The job's stream from ``after`` on, until its last state (asyncio Redis: no thread held)."""
     conn = records.async_client()
-    key = records.events_key(job_id)
+    key = layout.events_key(job_id)
     while not await request.is_disconnected():
         reply = await conn.xread({key: after}, block=int(records.EVENT_BLOCK * 1000), count=100)
         for _, entries in reply or []:

@@ -2,7 +2,7 @@
 
 Layout::
 
-    DATA_DIR/previews/<key>/        one finished preview (video, poster, captions, manifest.json)
+    DATA_DIR/previews/<key>/        one finished preview (its files: render/artifacts.py)
     DATA_DIR/index/<projectId>/<day>.<host>.<pid>.jsonl   which key each job ended with
     DATA_DIR/tmp/<key>.<random>/    renders in progress (same file system as previews/)
     DATA_DIR/asset-facts/<sha256>.<type>.json   durations, sizes and loudness of asset files
@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from .config import settings
+from .render.artifacts import MANIFEST
 
 _KEY = re.compile(r"^[0-9a-f]{64}$")
 _ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
@@ -60,7 +61,7 @@ def segments_dir() -> Path:
 def lookup(key: str) -> Path | None:
     """The stored preview for ``key`` if it is complete (its manifest exists)."""
     path = preview_dir(key)
-    return path if (path / "manifest.json").is_file() else None
+    return path if (path / MANIFEST).is_file() else None
 
 
 def new_workdir(key: str) -> Path:

@@ -220,7 +220,7 @@ def execute(payload: Any, located: Located | None = None, control: Control | Non
     cache_hit = folder is not None
     timings: dict[str, float] = {}
     if folder is None:
-        control.progress("assets", 5)
+        control.progress("assets", render.progress.percent("assets"))
         prepared = render.prepare(identified, cfg.max_video_seconds, storage.asset_facts_dir())
         workdir = storage.new_workdir(identified.key)
         try:
@@ -230,7 +230,7 @@ def execute(payload: Any, located: Located | None = None, control: Control | Non
             if "output" in rendered:
                 metrics.segments(rendered["output"]["segments"])
             control.check()
-            control.progress("publish", 97)
+            control.progress("publish", render.progress.percent("publish"))
             folder = storage.publish(workdir, identified.key)
         except BaseException:
             storage.discard(workdir)

@@ -24,15 +24,15 @@ from typing import Any
 from PIL import Image
 
 from ..config import settings
+from . import artifacts, captions, encode, ffmpeg, manifest, mix, progress, segments, slides, text
 from . import assets as asset_checks
-from . import captions, encode, ffmpeg, manifest, mix, segments, slides, text
 from .control import Control
 from .plan import Plan, build
 from .store import SegmentStore
 from .store import prune as prune_segments
 
-__all__ = ["RENDERER_VERSION", "Identified", "Prepared", "content_key", "identify", "planned_duration",
-           "prepare", "prune_segments", "render", "text_warnings", "warm"]
+__all__ = ["RENDERER_VERSION", "Identified", "Prepared", "artifacts", "content_key", "identify",
+           "planned_duration", "prepare", "progress", "prune_segments", "render", "text_warnings", "warm"]
 
 # 1.1: Noto fonts per character, shaping, mirrored right-to-left.
 # 1.2: MP4 joined from per-step segments; loudness normalised clip by clip.
@@ -185,7 +185,7 @@ class _Media:
             with self.stages.stage("music"):
                 music, music_samples = mix.music_pcm(plan.music, store, timeout=self.left(),
                                                      stop=self.control.stop)
-        video = self.out / f"preview.{plan.format}"
+        video = self.out / artifacts.video(plan.format)
         if plan.format == "mp4":
             made = self._segmented(store, music, music_samples, video)
         else:
@@ -217,8 +217,8 @@ class _Media:
         codec = encode.CODECS["mp4"]
         videos = segments.video_segments(plan, codec["video"])
         audios = segments.audio_segments(plan, codec["audio"], music_samples)
-        todo_video = [s for s in videos if not self._stored(store, s.key, _video_files(s))]
-        todo_audio = [s for s in audios if not self._stored(store, s.key, (".aac",))]
+        todo_video = [s for s in videos if not _in_store(store, s.key, _video_files(s))]
+        todo_audio = [s for s in audios if not _in_store(store, s.key, (".aac",))]
 
         def encode_video(group: list[segments.VideoSegment], pictures: list[Path]) -> None:
             store.write([seg.key for seg in group], ".mp4", lambda tmps: encode.video_run(
@@ -248,7 +248,7 @@ class _Media:
                     for seg in group:
                         control.check()
                         control.progress(f"slides {len(drawn) + 1}/{len(todo_video)}",
-                                         10 + 30 * len(drawn) / len(todo_video))
+                                         progress.percent("slides", len(drawn), len(todo_video)))
                         thumb, picture = self._draw(store, seg)
                         drawn[seg.index] = thumb
                         pictures.append(picture)
@@ -257,17 +257,18 @@ class _Media:
                                           for s in videos])
                 for done, future in enumerate(as_completed(futures), start=1):
                     future.result()
-                    control.progress(f"segments {done}/{len(futures)}", 40 + 50 * done / len(futures))
+                    control.progress(f"segments {done}/{len(futures)}",
+                                     progress.percent("segments", done, len(futures)))
             except BaseException:
                 for future in futures:
                     future.cancel()
                 raise
         with self.stages.stage("join"):
-            control.progress("join", 90)
+            control.progress("join", progress.percent("join"))
             encode.assemble(plan, [store.path(s.key, ".mp4") for s in videos],
                             [store.path(s.key, ".aac") for s in audios], self.scratch, video,
                             timeout=self.left(), stop=control.stop)
-            shutil.copyfile(store.path(videos[0].key, ".poster.png"), self.out / "poster.png")
+            shutil.copyfile(store.path(videos[0].key, ".poster.png"), self.out / artifacts.POSTER)
         made = {
             "video": {"count": len(videos), "rendered": len(todo_video), "encodes": len(video_runs),
                       "keys": [s.key for s in videos]},
@@ -275,10 +276,6 @@ class _Media:
                       "keys": [s.key for s in audios]},
         }
         return made
-
-    @staticmethod
-    def _stored(store: SegmentStore, key: str, suffixes: tuple[str, ...]) -> bool:
-        return all(store.get(key, suffix) is not None for suffix in suffixes)
 
     def _draw(self, store: SegmentStore, seg: segments.VideoSegment) -> tuple[Image.Image, Path]:
         """Draw a step's slide: its thumbnail (and the poster) go to the store, the picture
@@ -295,10 +292,10 @@ class _Media:
     def _sheet_and_captions(self, thumbs: list[Image.Image]) -> None:
         plan = self.plan
         with self.stages.stage("sheet"):
-            slides.contact_sheet(thumbs).save(self.out / "contact-sheet.png", compress_level=6)
+            slides.contact_sheet(thumbs).save(self.out / artifacts.CONTACT_SHEET, compress_level=6)
             if plan.include_captions:
-                (self.out / "captions.srt").write_text(captions.srt(plan), encoding="utf-8")
-                (self.out / "captions.vtt").write_text(captions.vtt(plan), encoding="utf-8")
+                (self.out / artifacts.CAPTIONS_SRT).write_text(captions.srt(plan), encoding="utf-8")
+                (self.out / artifacts.CAPTIONS_VTT).write_text(captions.vtt(plan), encoding="utf-8")
 
     def _whole(self, music: Path | None, music_samples: int | None,
                video: Path) -> dict[str, Any]:
@@ -319,7 +316,7 @@ class _Media:
                 raise
             finally:
                 with stages.stage("wait_audio"):
-                    control.progress("audio", 90)
+                    control.progress("audio", progress.percent("audio"))
                     audio.result()
         return {"video": {"count": 1, "rendered": 1}, "audio": {"count": 1, "rendered": 1}}
 
@@ -333,20 +330,25 @@ class _Media:
             for slide in plan.slides:
                 control.check()
                 control.progress(f"slides {slide.index + 1}/{len(plan.slides)}",
-                                 10 + 50 * slide.index / len(plan.slides))
+                                 progress.percent("slides", slide.index, len(plan.slides)))
                 picture = slides.draw(plan, slide)
                 path = self.scratch / f"slide-{slide.index:03d}.bmp"
                 picture.save(path)
                 if slide.index == 0:
-                    picture.save(self.out / "poster.png", compress_level=6)
+                    picture.save(self.out / artifacts.POSTER, compress_level=6)
                 thumbs.append(_thumbnail(plan, picture))
                 frames.append((path, slide.duration))
-        control.progress("video", 60)
+        control.progress("video", progress.percent("video"))
         with self.stages.stage("video"):
             encoding, track = encode.start_video(plan, frames, self.scratch)
             self._sheet_and_captions(thumbs)
             encoding.finish(self.left(), control.stop)
         return track
+
+
+def _in_store(store: SegmentStore, key: str, suffixes: tuple[str, ...]) -> bool:
+    """Whether the segment store holds every file of a segment (then it is not made again)."""
+    return all(store.get(key, suffix) is not None for suffix in suffixes)
 
 
 def _video_files(seg: segments.VideoSegment) -> tuple[str, ...]:
@@ -366,5 +368,5 @@ def _opened(path: Path) -> Image.Image:
 
 def planned_duration(folder: Path) -> float:
     """The planned length of a stored preview, from its manifest."""
-    data = json.loads((folder / manifest.NAME).read_text(encoding="utf-8"))
+    data = json.loads((folder / artifacts.MANIFEST).read_text(encoding="utf-8"))
     return float(data["plan"]["duration"])

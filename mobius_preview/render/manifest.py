@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-NAME = "manifest.json"
+from .artifacts import MANIFEST
 
 
 def file_entry(path: Path) -> dict[str, Any]:
@@ -21,18 +21,18 @@ def file_entry(path: Path) -> dict[str, Any]:
 def write(folder: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     """Checksum every file in ``folder`` into the manifest and write it last."""
     manifest["files"] = [
-        file_entry(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name != NAME
+        file_entry(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name != MANIFEST
     ]
-    (folder / NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
     return manifest
 
 
 def verify(folder: Path) -> list[str]:
     """Every way the files in ``folder`` differ from its manifest; empty when intact."""
     try:
-        manifest = json.loads((folder / NAME).read_text(encoding="utf-8"))
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        return [f"{NAME}: cannot read: {exc}"]
+        return [f"{MANIFEST}: cannot read: {exc}"]
     problems = []
     listed = set()
     for entry in manifest.get("files", []):
@@ -48,6 +48,6 @@ def verify(folder: Path) -> list[str]:
         if actual["sha256"] != entry.get("sha256"):
             problems.append(f"{name}: sha256 {actual['sha256']} != {entry.get('sha256')}")
     for path in sorted(folder.iterdir()):
-        if path.is_file() and path.name != NAME and path.name not in listed:
+        if path.is_file() and path.name != MANIFEST and path.name not in listed:
             problems.append(f"{path.name}: not in the manifest")
     return problems
