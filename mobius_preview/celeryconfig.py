@@ -4,7 +4,7 @@ Loaded by ``mobius_preview.app`` with ``config_from_object``. Change behaviour t
 the environment variables in the README, not here.
 """
 
-from kombu import Exchange, Queue
+from kombu.entity import Exchange, Queue
 
 from mobius_preview.config import settings
 

@@ -75,7 +75,8 @@ class Channel(kombu_redis.Channel):
         """Within this block, ``Producer.batch()`` on this channel captures instead of sending."""
         if self._capture_sink is not None:
             raise RuntimeError("this channel is already capturing")
-        self._capture_sink = sink = []
+        sink: list[Command] = []
+        self._capture_sink = sink
         try:
             yield sink
         finally:

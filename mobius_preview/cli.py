@@ -134,7 +134,8 @@ def cmd_dlq(args: argparse.Namespace) -> int:
 def _need_id(args: argparse.Namespace) -> str:
     if not args.job_id:
         raise SystemExit(f"mobius-preview dlq {args.action}: a job id is required")
-    return args.job_id
+    job_id: str = args.job_id
+    return job_id
 
 
 def cmd_health(args: argparse.Namespace) -> int:
@@ -142,7 +143,8 @@ def cmd_health(args: argparse.Namespace) -> int:
 
     report = health.check()
     _print(report)
-    return report["code"]
+    code: int = report["code"]
+    return code
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -244,7 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        code: int = args.func(args)
+        return code
     except ConfigError as exc:
         print(f"mobius-preview: configuration error: {exc}", file=sys.stderr)
         return 2

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -34,7 +35,7 @@ def job_fields(payload: Any, job_id: str, attempt: int | None = None) -> dict[st
 
 
 @contextmanager
-def job_context(**fields: Any):
+def job_context(**fields: Any) -> Iterator[None]:
     """Attach job fields to every log record emitted inside the block."""
     token = _job.set({k: v for k, v in fields.items() if v is not None})
     try:
@@ -43,12 +44,12 @@ def job_context(**fields: Any):
         _job.reset(token)
 
 
-def begin(fields: dict[str, Any]) -> contextvars.Token:
+def begin(fields: dict[str, Any]) -> contextvars.Token[dict[str, Any] | None]:
     """Start a job's log context (for Celery's task_prerun); end it with ``end``."""
     return _job.set({k: v for k, v in fields.items() if v is not None})
 
 
-def end(token: contextvars.Token) -> None:
+def end(token: contextvars.Token[dict[str, Any] | None]) -> None:
     _job.reset(token)
 
 

@@ -27,9 +27,10 @@ def schema() -> dict[str, Any]:
     """The job schema shipped in the package; a broken install says which file is at fault."""
     where = schema_file()
     try:
-        return json.loads(where.read_text(encoding="utf-8"))
+        loaded: dict[str, Any] = json.loads(where.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ConfigError(f"{where}: cannot load the job schema: {exc}") from exc
+    return loaded
 
 
 def _inline(node: Any, defs: dict[str, Any]) -> Any:
@@ -47,7 +48,8 @@ def _inline(node: Any, defs: dict[str, Any]) -> Any:
 @lru_cache(maxsize=1)
 def _flat() -> dict[str, Any]:
     Draft202012Validator.check_schema(schema())
-    return _inline(schema(), schema().get("$defs", {}))
+    flat: dict[str, Any] = _inline(schema(), schema().get("$defs", {}))
+    return flat
 
 
 @lru_cache(maxsize=1)
@@ -101,35 +103,40 @@ def _describe(error: ValidationError) -> list[PayloadIssue]:
     """Turn one jsonschema error into issues that name the exact field at fault."""
     path = list(error.absolute_path)
     rule = str(error.validator)
-    if rule == "required" and isinstance(error.instance, dict):
-        missing = [k for k in error.validator_value if k not in error.instance]
+    # jsonschema types these as "Any | Unset"; for an error it raised they are set.
+    instance: Any = error.instance
+    value: Any = error.validator_value
+    if rule == "required" and isinstance(instance, dict):
+        missing = [k for k in value if k not in instance]
         return [PayloadIssue(json_path([*path, k]), "required", "is required") for k in missing]
-    if rule == "additionalProperties" and isinstance(error.instance, dict):
-        allowed = set(error.schema.get("properties", {}))
-        extra = sorted(str(k) for k in error.instance if k not in allowed)
+    if rule == "additionalProperties" and isinstance(instance, dict):
+        schema_node: Any = error.schema
+        allowed = set(schema_node.get("properties", {}))
+        extra = sorted(str(k) for k in instance if k not in allowed)
         return [
             PayloadIssue(json_path([*path, k]), "additionalProperties", "is not an allowed field")
             for k in extra
         ]
+    return [PayloadIssue(json_path(path), rule, _message(rule, path, instance, value, error.message))]
+
+
+def _message(rule: str, path: list[Any], instance: Any, value: Any, fallback: str) -> str:
+    """The sentence for one broken rule on one field (``fallback``: jsonschema's, capped)."""
     if rule == "pattern":
-        message = _pattern_message(path, error.instance)
-    elif rule == "enum":
-        message = f"must be one of {', '.join(map(str, error.validator_value))}"
-    elif rule == "type":
-        message = f"must be of type {error.validator_value}, got {type(error.instance).__name__}"
-    elif rule == "format":
-        message = f"must be an RFC 3339 {error.validator_value}"
-    elif rule in ("maxItems", "minItems", "maxProperties"):
+        return _pattern_message(path, instance)
+    if rule == "enum":
+        return f"must be one of {', '.join(map(str, value))}"
+    if rule == "type":
+        return f"must be of type {value}, got {type(instance).__name__}"
+    if rule == "format":
+        return f"must be an RFC 3339 {value}"
+    if rule in ("maxItems", "minItems", "maxProperties"):
         bound = "at most" if rule.startswith("max") else "at least"
-        message = f"must have {bound} {error.validator_value} entries, has {len(error.instance)}"
-    elif rule in ("maxLength", "minLength"):
+        return f"must have {bound} {value} entries, has {len(instance)}"
+    if rule in ("maxLength", "minLength"):
         bound = "at most" if rule == "maxLength" else "at least"
-        message = f"must be {bound} {error.validator_value} characters, is {len(error.instance)}"
-    else:
-        message = error.message
-        if len(message) > 200:
-            message = message[:200] + "..."
-    return [PayloadIssue(json_path(path), rule, message)]
+        return f"must be {bound} {value} characters, is {len(instance)}"
+    return fallback if len(fallback) <= 200 else fallback[:200] + "..."
 
 
 def _pattern_message(path: list[Any], value: Any) -> str:
@@ -167,11 +174,23 @@ def _semantic(payload: dict[str, Any]) -> list[PayloadIssue]:
     request = payload.get("previewRequest")
     if not isinstance(request, dict):
         return []
+    steps = _list(request.get("steps"))
+    assets = _list(request.get("assets"))
+    issues: list[PayloadIssue] = [*_unique(steps, "steps", {}), *_unique(assets, "assets", {})]
+    issues += _references(request, steps, assets)
+    options = request.get("options")
+    if isinstance(options, dict) and isinstance(options.get("resolution"), str):
+        issues += _resolution(options["resolution"])
+    return issues
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _references(request: dict[str, Any], steps: list[Any], assets: list[Any]) -> list[PayloadIssue]:
+    """Each asset a step or the music names must exist and be of the right type."""
     issues: list[PayloadIssue] = []
-    steps = request.get("steps") if isinstance(request.get("steps"), list) else []
-    assets = request.get("assets") if isinstance(request.get("assets"), list) else []
-    issues += _unique(steps, "steps", {})
-    issues += _unique(assets, "assets", {})
     kinds = {
         a["id"]: a.get("type") for a in assets if isinstance(a, dict) and isinstance(a.get("id"), str)
     }
@@ -193,22 +212,23 @@ def _semantic(payload: dict[str, Any]) -> list[PayloadIssue]:
     audio = request.get("audio")
     if isinstance(audio, dict):
         ref(audio.get("music"), "audio", "$.previewRequest.audio.music")
-    options = request.get("options")
-    if isinstance(options, dict) and isinstance(options.get("resolution"), str):
-        try:
-            width, height = (int(v) for v in options["resolution"].split("x"))
-        except ValueError:
-            pass  # the pattern rule already reported it
-        else:
-            where = "$.previewRequest.options.resolution"
-            if width % 2 or height % 2:
-                issues.append(PayloadIssue(where, "even", "width and height must be even"))
-            if width > MAX_WIDTH or height > MAX_HEIGHT:
-                issues.append(
-                    PayloadIssue(where, "maximum", f"must be at most {MAX_WIDTH}x{MAX_HEIGHT}")
-                )
-            if width < 64 or height < 64:
-                issues.append(PayloadIssue(where, "minimum", "must be at least 64x64"))
+    return issues
+
+
+def _resolution(resolution: str) -> list[PayloadIssue]:
+    """The caps on ``WIDTHxHEIGHT`` a pattern cannot say: even, within bounds."""
+    try:
+        width, height = (int(v) for v in resolution.split("x"))
+    except ValueError:
+        return []  # the pattern rule already reported it
+    where = "$.previewRequest.options.resolution"
+    issues: list[PayloadIssue] = []
+    if width % 2 or height % 2:
+        issues.append(PayloadIssue(where, "even", "width and height must be even"))
+    if width > MAX_WIDTH or height > MAX_HEIGHT:
+        issues.append(PayloadIssue(where, "maximum", f"must be at most {MAX_WIDTH}x{MAX_HEIGHT}"))
+    if width < 64 or height < 64:
+        issues.append(PayloadIssue(where, "minimum", "must be at least 64x64"))
     return issues
 
 
@@ -231,7 +251,8 @@ def validate_payload(payload: Any) -> dict[str, Any]:
     issues = check(payload)
     if issues:
         raise InvalidPayload(issues)
-    return payload
+    valid: dict[str, Any] = payload  # check() reports anything but an object
+    return valid
 
 
 def parse_json(text: str | bytes) -> Any:

@@ -33,7 +33,8 @@ def _find_ffmpeg(override: str | None) -> str:
         return found
     import imageio_ffmpeg  # the wheel's static build: a fallback, loaded only when it is used
 
-    return imageio_ffmpeg.get_ffmpeg_exe()
+    exe: str = imageio_ffmpeg.get_ffmpeg_exe()
+    return exe
 
 
 def ffmpeg_exe() -> str:
@@ -86,8 +87,8 @@ def _poll(deadline: float | None, stop: threading.Event | None) -> float | None:
     return max(0.0, left)
 
 
-def _stop_or_time_out(proc: subprocess.Popen, what: str, timeout: float | None, deadline: float | None,
-                      stop: threading.Event | None) -> None:
+def _stop_or_time_out(proc: subprocess.Popen[str] | subprocess.Popen[bytes], what: str,
+                      timeout: float | None, deadline: float | None, stop: threading.Event | None) -> None:
     if stop is not None and stop.is_set():
         proc.kill()
         raise Cancelled(f"{what}: cancelled")

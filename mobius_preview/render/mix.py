@@ -47,7 +47,9 @@ def window(plan: Plan, segment: AudioRun, music: Path | None) -> tuple[list[str]
     """
     length = segment.mix_end - segment.mix_start
     inputs: list[str] = []
-    graph, pieces, cursor = [], [], 0
+    graph: list[str] = []
+    pieces: list[str] = []
+    cursor = 0
 
     def silence(samples: int) -> None:
         graph.append(f"anullsrc=r={SAMPLE_RATE}:cl=stereo,{_FORMAT},atrim=end_sample={samples}"

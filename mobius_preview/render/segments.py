@@ -140,7 +140,7 @@ def audio_segments(plan: Plan, codec: list[str], music_samples: int | None, *,
         encode_packet = max(0, first_packet - PRE_ROLL_PACKETS)
         encode_start = encode_packet * PACKET
         keep = None if last else _first_packet(starts[index + 1]) - first_packet
-        end = total if last else min(total, (first_packet + keep + POST_ROLL_PACKETS) * PACKET)
+        end = total if keep is None else min(total, (first_packet + keep + POST_ROLL_PACKETS) * PACKET)
         mix_start, mix_end = max(0, encode_start - MIX_PRE_ROLL), end + MIX_POST_ROLL
         clips = tuple(
             Clip(asset, at - mix_start, length, clip_gain_db(asset, plan.normalize))

@@ -37,7 +37,7 @@ class SegmentStore:
             return None
         return path
 
-    def write(self, names: list[str], suffix: str, make: Callable[[list[Path]], None]) -> list[Path]:
+    def write(self, names: list[str], suffix: str, make: Callable[[list[Path]], object]) -> list[Path]:
         """Store one file per name, all made by one call of ``make`` under private names
         (a name may repeat: each copy gets its own) and then renamed into place; nothing
         is left behind when ``make`` fails."""
@@ -50,7 +50,7 @@ class SegmentStore:
             for tmp in tmps:
                 tmp.unlink(missing_ok=True)
 
-    def write_one(self, name: str, suffix: str, make: Callable[[Path], None]) -> Path:
+    def write_one(self, name: str, suffix: str, make: Callable[[Path], object]) -> Path:
         return self.write([name], suffix, lambda tmps: make(tmps[0]))[0]
 
     def _put(self, tmp: Path, name: str, suffix: str) -> Path:

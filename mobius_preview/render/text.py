@@ -15,6 +15,7 @@ import unicodedata
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
+from types import ModuleType
 
 import fontpkg_noto_sans
 import fontpkg_noto_sans_arabic
@@ -71,9 +72,10 @@ def _load(face: Face, size: int, bold: bool) -> ImageFont.FreeTypeFont:
     return font
 
 
-def _variable(package) -> Path:
+def _variable(package: ModuleType) -> Path:
     """The upright variable font of a fontpkg package (its width and weight axes)."""
-    return next(p for p in (package.ROOT / "files").glob("*[[]wdth,wght[]].ttf") if "Italic" not in p.name)
+    files = Path(package.ROOT) / "files"
+    return next(p for p in files.glob("*[[]wdth,wght[]].ttf") if "Italic" not in p.name)
 
 
 @lru_cache(maxsize=1)
@@ -171,9 +173,8 @@ def runs(text: str, language: str = "") -> list[Run]:
         elif _wants_emoji(cluster) and emoji.covers(cluster):
             face = emoji
         else:
-            face = next((f for f in faces if not f.emoji and f.covers(cluster)), None)
-            if face is None:
-                face = emoji if emoji.covers(cluster) else last_resort()
+            found = next((f for f in faces if not f.emoji and f.covers(cluster)), None)
+            face = found if found is not None else emoji if emoji.covers(cluster) else last_resort()
         if out and out[-1].face == face:
             out[-1] = Run(out[-1].text + cluster, face)
         else:
