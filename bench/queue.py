@@ -54,7 +54,7 @@ sys.path.insert(0, str(REPO))
 import bare_app
 
 import mobius_preview
-from mobius_preview import records
+from mobius_preview import layout, records
 
 
 def job(n: int, priority: str = "normal") -> dict:
@@ -109,7 +109,7 @@ def ours_done(ids: list[str], timeout: float = 300) -> list[tuple[float, float, 
     while time.monotonic() < deadline:  # the last jobs are running: a few polls at most
         pipe = conn.pipeline(transaction=False)
         for job_id in ids:
-            pipe.hmget(records.job_key(job_id), "state", "submittedTs", "startedTs", "finishedTs")
+            pipe.hmget(layout.job_key(job_id), "state", "submittedTs", "startedTs", "finishedTs")
         rows = pipe.execute()
         if all(r[0] == "succeeded" for r in rows):
             return [(float(a), float(b), float(c)) for _, a, b, c in rows]

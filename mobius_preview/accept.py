@@ -14,7 +14,7 @@ import logging
 import time
 from typing import Any
 
-from . import logs, metrics, records
+from . import layout, logs, metrics, records
 from .app import app
 from .channel import Command
 from .config import settings
@@ -76,7 +76,7 @@ def submit_many(payloads: list[Any], *, replay: bool = False) -> list[PreviewRes
 def _accept(todo: list[tuple[int, dict[str, Any]]], results: list[Any], replay: bool) -> None:
     """Build the messages, then record and enqueue the jobs in one script; fill ``results``."""
     jobs = [job for _, job in todo]
-    queues = [settings().queue(job.get("priority", "normal")) for job in jobs]
+    queues = [layout.queue(job.get("priority", layout.DEFAULT_PRIORITY)) for job in jobs]
     try:
         with records.reaching_redis("the job was not accepted"):
             outgoing = messages_for([(job, q, _headers(job)) for job, q in zip(jobs, queues, strict=True)])
@@ -94,7 +94,7 @@ def _accept(todo: list[tuple[int, dict[str, Any]]], results: list[Any], replay: 
             results[i] = QueueFull(int(detail), settings().queue_max)
             continue
         result = PreviewResult(job["jobId"], app=app)
-        result.priority = job.get("priority", "normal")
+        result.priority = job.get("priority", layout.DEFAULT_PRIORITY)
         result.created = outcome == "claimed"
         if result.created:
             result.record = records.as_stored(fields)
@@ -123,7 +123,7 @@ def _announce(events: list[dict[str, Any]]) -> None:
 def _headers(job: dict[str, Any]) -> dict[str, Any]:
     """Message headers: who sent it and when (the oldest-wait metric reads submitted_ts)."""
     return {"submitted_ts": repr(time.time()), "requestId": job["requestId"],
-            "projectId": job["projectId"], "priority": job.get("priority", "normal")}
+            "projectId": job["projectId"], "priority": job.get("priority", layout.DEFAULT_PRIORITY)}
 
 
 def messages_for(jobs: list[tuple[dict[str, Any], str, dict[str, Any]]]) -> list[Outgoing]:
@@ -181,6 +181,7 @@ def sent_events(events: list[dict[str, Any]]) -> Command | None:
 def _argsrepr(payload: dict[str, Any]) -> str:
     """How Flower and the task events show the job: who it is, not the whole payload."""
     request = payload.get("previewRequest") or {}
+    priority = payload.get("priority", layout.DEFAULT_PRIORITY)
     return (f"({{'jobId': {payload['jobId']!r}, 'projectId': {payload['projectId']!r}, "
-            f"'priority': {payload.get('priority', 'normal')!r}, 'steps': {len(request.get('steps') or [])}, "
+            f"'priority': {priority!r}, 'steps': {len(request.get('steps') or [])}, "
             f"'dryRun': {bool(payload.get('dryRun'))}}},)")

@@ -6,6 +6,7 @@ the environment variables in the README, not here.
 
 from kombu.entity import Exchange, Queue
 
+from mobius_preview import layout
 from mobius_preview.config import settings
 
 _s = settings()
@@ -28,12 +29,13 @@ _exchange = Exchange(_s.queue_name, type="direct")
 # Webhook deliveries (short, time-limited POSTs) come first so a host hears of a
 # finished job before more renders start; see docs/operations.md for a separate
 # webhook worker.
-task_queues = [Queue(_s.webhook_queue, _exchange, routing_key=_s.webhook_queue),
-               *(Queue(_s.queue(p), _exchange, routing_key=_s.queue(p)) for p in _s.priorities)]
-task_routes = {"mobius_preview.deliver_webhook": {"queue": _s.webhook_queue}}
-task_default_queue = _s.queue("normal")
+_webhooks = layout.webhook_queue(_s)
+task_queues = [Queue(_webhooks, _exchange, routing_key=_webhooks),
+               *(Queue(name, _exchange, routing_key=name) for name in layout.queues(_s))]
+task_routes = {"mobius_preview.deliver_webhook": {"queue": _webhooks}}
+task_default_queue = layout.queue(layout.DEFAULT_PRIORITY, _s)
 task_default_exchange = _s.queue_name
-task_default_routing_key = _s.queue("normal")
+task_default_routing_key = task_default_queue
 task_create_missing_queues = False
 
 _transport = {

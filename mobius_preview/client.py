@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import records, webhooks
+from . import layout, records, webhooks
 from .accept import submit, submit_many
 from .app import app
 from .config import settings
@@ -38,7 +38,7 @@ def queue_stats() -> dict[str, Any]:
     with records.reaching_redis():
         facts = records.queue_facts()
     return {
-        "queues": {p: cfg.queue(p) for p in cfg.priorities},
+        "queues": {p: layout.queue(p, cfg) for p in layout.PRIORITIES},
         "depth": facts["depth"],
         "waiting": sum(facts["depth"].values()),
         "limit": cfg.queue_max,

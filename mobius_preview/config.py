@@ -63,26 +63,6 @@ class Settings:
     segment_days: int = 7
 
     @property
-    def webhook_queue(self) -> str:
-        return f"{self.queue_name}.webhooks"
-
-    @property
-    def webhook_dead_key(self) -> str:
-        return f"{self.queue_name}.webhooks.dead"
-
-    @property
-    def priorities(self) -> tuple[str, str, str]:
-        return ("high", "normal", "low")
-
-    def queue(self, priority: str) -> str:
-        """Name of the Celery queue (and Redis list) that holds jobs of ``priority``."""
-        return f"{self.queue_name}.{priority}"
-
-    @property
-    def dead_letter_key(self) -> str:
-        return f"{self.queue_name}.dead"
-
-    @property
     def redis_url_masked(self) -> str:
         return mask_url(self.redis_url)
 

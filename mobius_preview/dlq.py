@@ -12,21 +12,21 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from . import records
+from . import layout, records
 from .accept import submit
 from .errors import JobNotFound
 
 
 def list_letters() -> list[dict[str, Any]]:
     """All dead letters, oldest first (without tracebacks, for listing)."""
-    raw = records.client().hgetall(records.dead_key())
+    raw = records.client().hgetall(layout.dead_key())
     letters = [json.loads(v) for v in raw.values()]
     letters.sort(key=lambda letter: letter.get("deadAt") or "")
     return [{k: v for k, v in letter.items() if k not in ("traceback", "payload")} for letter in letters]
 
 
 def show(job_id: str) -> dict[str, Any]:
-    raw = records.client().hget(records.dead_key(), job_id)
+    raw = records.client().hget(layout.dead_key(), job_id)
     if raw is None:
         raise JobNotFound(job_id)
     return json.loads(raw)
@@ -37,7 +37,7 @@ def replay(job_id: str) -> dict[str, Any]:
     letter = show(job_id)
     payload = letter.get("payload")
     result = submit(payload, replay=True)
-    records.client().hdel(records.dead_key(), job_id)
+    records.client().hdel(layout.dead_key(), job_id)
     return {"jobId": job_id, "resubmitted": result.created, "priority": result.priority}
 
 
@@ -53,4 +53,4 @@ def replay_all() -> list[dict[str, Any]]:
 
 def purge(job_id: str) -> bool:
     """Forget a dead letter for good. The job's record stays 'dead'."""
-    return bool(records.client().hdel(records.dead_key(), job_id))
+    return bool(records.client().hdel(layout.dead_key(), job_id))

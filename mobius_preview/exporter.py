@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from . import layout
 from .config import settings
 
 PACKAGES = [
@@ -51,7 +52,7 @@ def command(port: int = 9808, host: str = "127.0.0.1") -> list[str]:
     args = [
         str(python()), "-c", ENTRY,
         "--broker-url", cfg.redis_url,
-        "--queues", ",".join(cfg.queue(p) for p in cfg.priorities),
+        "--queues", ",".join(layout.queues(cfg)),
         "--accept-content", "json",
         "--host", host, "--port", str(port),
         "--broker-transport-option", f"visibility_timeout={cfg.visibility_timeout}",

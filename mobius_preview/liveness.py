@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 
 import redis
 
-from . import metrics, records
+from . import layout, metrics, records
 from .config import settings
 
 log = logging.getLogger("mobius_preview.liveness")
@@ -75,30 +75,18 @@ return restored
 """
 
 
-def worker_key(name: str) -> str:
-    return records.key(f"{settings().queue_name}.worker:{name}")
-
-
-def _held_key(name: str) -> str:
-    return records.key(f"{settings().queue_name}.held:{name}")
-
-
-def _workers_key() -> str:
-    return records.key(f"{settings().queue_name}.workers")
-
-
 def beat(conn: redis.Redis, name: str, tags: Iterable[str]) -> None:
     """Prove ``name`` alive for PREVIEW_STALLED_SECONDS and say which messages it holds."""
     stalled = settings().stalled_seconds
-    held = _held_key(name)
+    held = layout.held_key(name)
     pipe = conn.pipeline(transaction=True)  # the held set is never seen half-written
-    pipe.set(worker_key(name), json.dumps({"at": time.time(), "pid": os.getpid()}), ex=stalled)
+    pipe.set(layout.worker_key(name), json.dumps({"at": time.time(), "pid": os.getpid()}), ex=stalled)
     pipe.delete(held)
     tags = list(tags)
     if tags:
         pipe.sadd(held, *tags)
         pipe.expire(held, stalled)
-    pipe.sadd(_workers_key(), name)
+    pipe.sadd(layout.workers_key(), name)
     pipe.execute()
 
 
@@ -108,21 +96,21 @@ def sweep(conn: redis.Redis, now: float | None = None, limit: int = 100) -> list
     now = time.time() if now is None else now
     script = conn.register_script(_SWEEP)
     return script(
-        keys=[records.key("unacked"), records.key("unacked_index"), _workers_key()],
-        args=[now - cfg.stalled_seconds, records.key(f"{cfg.queue_name}.worker:"),
-              records.key(f"{cfg.queue_name}.held:"), records.job_key(""), records.key(""),
+        keys=[layout.unacked_key(cfg), layout.unacked_index_key(cfg), layout.workers_key(cfg)],
+        args=[now - cfg.stalled_seconds, layout.worker_key("", cfg), layout.held_key("", cfg),
+              layout.job_key("", cfg), layout.key("", cfg),
               records.now_iso(), cfg.record_ttl, limit],
     )
 
 
 def forget(conn: redis.Redis, name: str) -> None:
     """A worker that stopped cleanly: whatever it still held is swept at once."""
-    conn.delete(worker_key(name), _held_key(name))
+    conn.delete(layout.worker_key(name), layout.held_key(name))
 
 
 def last_seen(name: str) -> float | None:
     """When worker ``name`` last proved alive (Unix time), None when it has not lately."""
-    raw = records.client().get(worker_key(name))
+    raw = records.client().get(layout.worker_key(name))
     return json.loads(raw)["at"] if raw else None
 
 

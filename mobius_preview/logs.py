@@ -15,6 +15,7 @@ from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
 
+from . import layout
 from .config import mask_url, settings
 
 _job: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("job", default=None)
@@ -29,7 +30,7 @@ def job_fields(payload: Any, job_id: str, attempt: int | None = None) -> dict[st
         "jobId": job_id,
         "projectId": data.get("projectId") if isinstance(data.get("projectId"), str) else None,
         "requestId": data.get("requestId") if isinstance(data.get("requestId"), str) else None,
-        "priority": priority if priority in ("high", "normal", "low") else "normal",
+        "priority": priority if priority in layout.PRIORITIES else layout.DEFAULT_PRIORITY,
         "attempt": attempt,
     }
 

@@ -28,6 +28,7 @@ import redis.asyncio
 import redis.asyncio.sentinel
 import redis.sentinel
 
+from . import layout
 from .channel import Command
 from .config import Settings, settings
 from .errors import BrokerUnavailable
@@ -235,33 +236,8 @@ def script(source: str):
     return _script(settings().redis_url, source)
 
 
-def key(name: str, cfg: Settings | None = None) -> str:
-    """A Redis key under REDIS_KEY_PREFIX (the same prefix kombu puts on the queues)."""
-    return f"{(cfg or settings()).key_prefix}{name}"
-
-
-def job_key(job_id: str, cfg: Settings | None = None) -> str:
-    cfg = cfg or settings()
-    return key(f"{cfg.queue_name}.job:{job_id}", cfg)
-
-
-def events_key(job_id: str, cfg: Settings | None = None) -> str:
-    """The job's event stream: every change of state, progress and error, in order."""
-    return f"{job_key(job_id, cfg)}:events"
-
-
 def _event(state: str, **fields: Any) -> str:
     return json.dumps({"state": state, "at": now_iso(), **fields})
-
-
-def queue_keys(cfg: Settings | None = None) -> list[str]:
-    cfg = cfg or settings()
-    return [key(cfg.queue(p), cfg) for p in cfg.priorities]
-
-
-def dead_key(cfg: Settings | None = None) -> str:
-    cfg = cfg or settings()
-    return key(cfg.dead_letter_key, cfg)
 
 
 def _record_fields(payload: dict[str, Any], now: str, now_ts: float) -> dict[str, Any]:
@@ -269,7 +245,7 @@ def _record_fields(payload: dict[str, Any], now: str, now_ts: float) -> dict[str
         "jobId": payload["jobId"],
         "projectId": payload["projectId"],
         "requestId": payload["requestId"],
-        "priority": payload.get("priority", "normal"),
+        "priority": payload.get("priority", layout.DEFAULT_PRIORITY),
         "dryRun": bool(payload.get("dryRun")),
         "webhook": (payload.get("webhook") or {}).get("url"),
         "state": "queued",
@@ -293,7 +269,7 @@ def accept_many(payloads: list[dict[str, Any]], messages: list[list[Command]], *
         return []
     cfg = settings()
     now, now_ts = now_iso(), time.time()
-    keys = queue_keys(cfg)
+    keys = layout.queue_keys(cfg)
     topic, body = (events[1], events[2]) if events else ("", "")
     args: list[Any] = [cfg.queue_max, "1" if replay else "0", cfg.record_ttl, topic, body, now]
     written = []
@@ -301,7 +277,7 @@ def accept_many(payloads: list[dict[str, Any]], messages: list[list[Command]], *
         if len(commands) != 1 or commands[0][0] != "lpush":
             raise RuntimeError(f"expected one LPUSH per message, got {[c[0] for c in commands]}")
         _, queue, body = commands[0]
-        keys.extend((job_key(payload["jobId"], cfg), queue, events_key(payload["jobId"], cfg)))
+        keys.extend((layout.job_key(payload["jobId"], cfg), queue, layout.events_key(payload["jobId"], cfg)))
         written.append(_record_fields(payload, now, now_ts))
         args.extend((_text(written[-1]), body))
     out = script(_ACCEPT)(keys=keys, args=args)
@@ -334,7 +310,7 @@ def start(job_id: str, *, finished: dict[str, Any] | None = None, max_deliveries
             _succeeded_event(finished) if finished is not None else "",
             _event("running", attempt=fields.get("attempts"), worker=fields.get("worker"))]
     state, deliveries, outcome, submitted, delays, first = script(_START)(
-        keys=[job_key(job_id), events_key(job_id)], args=args)
+        keys=[layout.job_key(job_id), layout.events_key(job_id)], args=args)
     return {"state": state, "deliveries": int(deliveries), "outcome": outcome,
             "submittedTs": submitted, "retryDelays": delays, "firstStartedAt": first or now}
 
@@ -351,7 +327,7 @@ def _succeeded_event(outcome: dict[str, Any]) -> str:
 
 
 def get(job_id: str) -> dict[str, str] | None:
-    data = client().hgetall(job_key(job_id))
+    data = client().hgetall(layout.job_key(job_id))
     return data or None
 
 
@@ -362,8 +338,8 @@ def update(job_id: str, **fields: Any) -> None:
     }
     values["updatedAt"] = now_iso()
     pipe = client().pipeline(transaction=True)
-    pipe.hset(job_key(job_id), mapping=values)
-    pipe.expire(job_key(job_id), settings().record_ttl)
+    pipe.hset(layout.job_key(job_id), mapping=values)
+    pipe.expire(layout.job_key(job_id), settings().record_ttl)
     pipe.execute()
 
 
@@ -373,14 +349,14 @@ def finish(job_id: str, outcome: dict[str, Any], *, rendered: bool) -> None:
     ``completions`` counts how often the job ran to success (1 unless it ran twice),
     ``renders`` how many of those encoded a video (0 for dry runs and cache hits).
     """
-    script(_FINISH)(keys=[job_key(job_id), events_key(job_id)],
+    script(_FINISH)(keys=[layout.job_key(job_id), layout.events_key(job_id)],
                     args=["1" if rendered else "0", settings().record_ttl, _text(_succeeded(outcome)),
                           _succeeded_event(outcome)])
 
 
 def retrying(job_id: str, error: str, delay: float) -> None:
     """Mark a job waiting for its retry in ``delay`` seconds, kept in ``retryDelays``."""
-    script(_RETRYING)(keys=[job_key(job_id), events_key(job_id)],
+    script(_RETRYING)(keys=[layout.job_key(job_id), layout.events_key(job_id)],
                       args=[error, repr(delay), now_iso(), settings().record_ttl,
                             _event("retrying", error=error, retryIn=delay)])
 
@@ -400,13 +376,13 @@ def progress(job_id: str, stage: str, percent: float) -> None:
 
 def _change(job_id: str, kind: str, event: str, **fields: Any) -> None:
     """Set fields of a job and put ``event`` (JSON, of ``kind``: state, progress) on its stream."""
-    script(_CHANGE)(keys=[job_key(job_id), events_key(job_id)],
+    script(_CHANGE)(keys=[layout.job_key(job_id), layout.events_key(job_id)],
                     args=[_text({**fields, "updatedAt": now_iso()}), settings().record_ttl, kind, event])
 
 
 def cancel(job_id: str) -> str:
     """Cancel a job that has not started, or ask its worker to stop it; returns the state found."""
-    return script(_CANCEL)(keys=[job_key(job_id), events_key(job_id)],
+    return script(_CANCEL)(keys=[layout.job_key(job_id), layout.events_key(job_id)],
                            args=[now_iso(), settings().record_ttl, _event("cancelled", error="cancelled")])
 
 
@@ -417,7 +393,7 @@ def events(job_id: str, after: str = "0-0", block: float | None = None,
     ``block`` seconds: wait that long for one when there is none yet (keep it below
     the client's 5 s socket timeout).
     """
-    reply = client().xread({events_key(job_id): after}, count=count,
+    reply = client().xread({layout.events_key(job_id): after}, count=count,
                            block=None if block is None else max(1, int(block * 1000)))
     return [(ident, fields["type"], json.loads(fields["data"])) for _, entries in reply or []
             for ident, fields in entries]
@@ -429,12 +405,12 @@ def bury(job_id: str, letter: dict[str, Any], **fields: Any) -> None:
     values.update(state="dead", updatedAt=now_iso())
     ttl = settings().record_ttl
     pipe = client().pipeline(transaction=True)
-    pipe.hset(dead_key(), job_id, json.dumps(letter))
-    pipe.hset(job_key(job_id), mapping=values)
-    pipe.expire(job_key(job_id), ttl)
-    pipe.xadd(events_key(job_id), {"type": "state", "data": _event("dead", error=letter.get("error"))},
-              maxlen=500, approximate=True)
-    pipe.expire(events_key(job_id), ttl)
+    pipe.hset(layout.dead_key(), job_id, json.dumps(letter))
+    pipe.hset(layout.job_key(job_id), mapping=values)
+    pipe.expire(layout.job_key(job_id), ttl)
+    pipe.xadd(layout.events_key(job_id), {"type": "state", "data": _event("dead", error=letter.get("error"))},
+              maxlen=layout.EVENTS_MAXLEN, approximate=True)
+    pipe.expire(layout.events_key(job_id), ttl)
     pipe.execute()
 
 
@@ -468,7 +444,7 @@ def keep_rejected(reason: str, raw: bytes | str, exc: BaseException | None, *,
         "task": headers.get("task"), "contentType": content_type,
         "body": body, "bodyEncoding": encoding,
     }
-    client().hset(dead_key(), ident, json.dumps(letter, default=str))
+    client().hset(layout.dead_key(), ident, json.dumps(letter, default=str))
     return ident
 
 
@@ -476,9 +452,9 @@ def queue_depths() -> dict[str, int]:
     """Jobs waiting per priority (messages on the Redis list of each queue)."""
     cfg = settings()
     pipe = client().pipeline(transaction=False)
-    for name in queue_keys(cfg):
+    for name in layout.queue_keys(cfg):
         pipe.llen(name)
-    return dict(zip(cfg.priorities, pipe.execute(), strict=True))
+    return dict(zip(layout.PRIORITIES, pipe.execute(), strict=True))
 
 
 def queue_facts(now: float | None = None) -> dict[str, Any]:
@@ -489,19 +465,19 @@ def queue_facts(now: float | None = None) -> dict[str, Any]:
     index -1; its ``submitted_ts`` header is set by the client when it is accepted.
     """
     cfg = settings()
-    names = queue_keys(cfg)
+    names = layout.queue_keys(cfg)
     pipe = client().pipeline(transaction=False)
     for name in names:
         pipe.llen(name)
     for name in names:
         pipe.lindex(name, -1)
-    pipe.hlen(dead_key(cfg))
+    pipe.hlen(layout.dead_key(cfg))
     replies = pipe.execute()
     now = time.time() if now is None else now
     n = len(names)
     return {
-        "depth": dict(zip(cfg.priorities, replies[:n], strict=True)),
-        "oldestAgeSeconds": {p: _age(raw, now) for p, raw in zip(cfg.priorities, replies[n:2 * n],
+        "depth": dict(zip(layout.PRIORITIES, replies[:n], strict=True)),
+        "oldestAgeSeconds": {p: _age(raw, now) for p, raw in zip(layout.PRIORITIES, replies[n:2 * n],
                                                                    strict=True)},
         "deadLetters": replies[-1],
     }

@@ -15,7 +15,7 @@ from typing import Any
 
 from celery.result import AsyncResult
 
-from . import liveness, records
+from . import layout, liveness, records
 from .errors import JobFailed, JobNotFound
 
 # "failed": how jobs cancelled before they ran were recorded by earlier versions.
@@ -50,7 +50,7 @@ def from_record(job_id: str, record: dict[str, str], worker_seen: float | None =
         "jobId": job_id,
         "projectId": record.get("projectId"),
         "requestId": record.get("requestId"),
-        "priority": record.get("priority", "normal"),
+        "priority": record.get("priority", layout.DEFAULT_PRIORITY),
         # "submitting": a claim left by a client of an earlier version (claim, then publish).
         "state": "queued" if state == "submitting" else state,
         "attempts": int(record.get("attempts") or 0),
@@ -143,7 +143,7 @@ class PreviewResult(AsyncResult):
     """
 
     created: bool = True
-    priority: str = "normal"
+    priority: str = layout.DEFAULT_PRIORITY
     # The fields a job created by this call was recorded with: its status without a read.
     record: dict[str, str] | None = None
 

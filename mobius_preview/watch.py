@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from . import records
+from . import layout, records
 from .render.control import Control
 
 MIN_INTERVAL = 0.25
@@ -50,7 +50,7 @@ class JobWatch:
     def _watch_cancel(self, done: threading.Event) -> None:
         while not done.wait(CANCEL_POLL):
             try:
-                if records.client().hexists(records.job_key(self.job_id), "cancelRequested"):
+                if records.client().hexists(layout.job_key(self.job_id), "cancelRequested"):
                     self.control.stop.set()
                     return
             except Exception as exc:

@@ -29,7 +29,7 @@ import httpx
 from celery import Task
 from standardwebhooks import Webhook
 
-from . import records
+from . import layout, records
 from .app import app
 from .config import settings
 from .errors import PermanentError, TransientError
@@ -99,7 +99,7 @@ def notify(job_id: str, url: str | None, state: str, status: dict[str, Any]) -> 
                       default=str)
     message_id = f"msg_{uuid.uuid4().hex}"
     try:
-        deliver_webhook.apply_async((job_id, url, message_id, body), queue=settings().webhook_queue)
+        deliver_webhook.apply_async((job_id, url, message_id, body), queue=layout.webhook_queue())
         records.update(job_id, webhookState="pending", webhookId=message_id)
     except Exception as exc:  # the job's outcome stands; say why its host was not told
         log.error("could not queue the webhook for job %s: %s", job_id, exc)
@@ -129,7 +129,7 @@ class WebhookTask(Task):
         error = str(exc)
         letter = {"jobId": job_id, "url": url, "messageId": message_id, "body": body, "error": error,
                   "attempts": self.request.retries + 1, "deadAt": records.now_iso()}
-        records.client().hset(records.key(settings().webhook_dead_key), message_id, json.dumps(letter))
+        records.client().hset(layout.webhook_dead_key(), message_id, json.dumps(letter))
         records.update(job_id, webhookState="refused" if isinstance(exc, WebhookRefused) else "dead",
                        webhookError=error, webhookAttempts=self.request.retries + 1)
         log.error("webhook for job %s not delivered: %s", job_id, error)

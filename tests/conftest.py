@@ -64,7 +64,7 @@ os.environ.update(TEST_ENV)
 shutil.copytree(EXAMPLES / "assets", RUN_DIR / "assets")
 
 import mobius_preview  # noqa: E402
-from mobius_preview import config, records  # noqa: E402
+from mobius_preview import config, layout, records  # noqa: E402
 
 assert config.settings().key_prefix == PREFIX, "mobius_preview was imported before the test env"
 
@@ -93,7 +93,7 @@ def pytest_sessionfinish(session, exitstatus):
 def _empty_queues() -> Iterator[None]:
     """Each test starts with empty queues and no dead letters (bindings stay)."""
     conn = records.client()
-    conn.delete(*records.queue_keys(), records.dead_key())
+    conn.delete(*layout.queue_keys(), layout.dead_key())
     yield
 
 

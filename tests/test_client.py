@@ -19,6 +19,7 @@ from mobius_preview import (
     JobNotFound,
     QueueFull,
     client,
+    layout,
     records,
     render_preview,
 )
@@ -110,7 +111,7 @@ def test_queue_full_at_the_limit_and_accepting_again_below_it(make_job, settings
     assert "3 jobs waiting, limit is 3" in str(caught.value)
     with pytest.raises(JobNotFound):
         client.status(refused["jobId"])  # a refused job leaves no claim behind
-    records.client().rpop(records.queue_keys()[1])  # one job leaves the queue
+    records.client().rpop(layout.queue_keys()[1])  # one job leaves the queue
     assert mobius_preview.submit(refused).created
 
 
@@ -214,7 +215,7 @@ def test_task_sent_events_name_only_the_jobs_accepted(make_job, settings_env, se
 def test_the_message_is_celerys_own_with_a_short_argsrepr(make_job):
     job = make_job()
     mobius_preview.submit(job)
-    raw = records.client().lindex(records.queue_keys()[1], 0)
+    raw = records.client().lindex(layout.queue_keys()[1], 0)
     message = json.loads(raw)
     headers = message["headers"]
     assert headers["id"] == job["jobId"] and headers["task"] == "mobius_preview.render_preview"

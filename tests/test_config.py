@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from mobius_preview import layout
 from mobius_preview.config import load, mask_url
 from mobius_preview.errors import ConfigError
 
@@ -15,8 +16,8 @@ def test_defaults():
     s = load({})
     assert s.queue_name == "preview" and s.concurrency == 2 and s.max_tries == 5
     assert s.retry_backoff == 1
-    assert [s.queue(p) for p in s.priorities] == ["preview.high", "preview.normal", "preview.low"]
-    assert s.dead_letter_key == "preview.dead"
+    assert layout.queues(s) == ["preview.high", "preview.normal", "preview.low"]
+    assert layout.dead_key(s) == "preview.dead"
     # The visibility timeout outlasts the longest render and the longest retry delay.
     assert s.visibility_timeout > s.time_limit and s.visibility_timeout > s.retry_backoff_max
 

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from mobius_preview import health, records
+from mobius_preview import health, layout, records
 
 
 def cli_health(env: dict | None = None) -> tuple[int, dict, float]:
@@ -33,7 +33,7 @@ def test_healthy_with_a_worker(worker_process):
 
 def test_degraded_with_dead_letters(worker_process):
     worker_process()
-    records.client().hset(records.dead_key(), "some-job", json.dumps({"jobId": "some-job"}))
+    records.client().hset(layout.dead_key(), "some-job", json.dumps({"jobId": "some-job"}))
     report = health.check()
     assert report["status"] == "degraded" and report["code"] == 1
     assert "1 jobs in the dead-letter queue" in report["reasons"]

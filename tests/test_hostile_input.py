@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import mobius_preview
-from mobius_preview import InvalidPayload, records, schema
+from mobius_preview import InvalidPayload, layout, records, schema
 from mobius_preview.schema import check, parse_json
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "schemas" / "examples"
@@ -115,8 +115,8 @@ def test_refused_submissions_leave_nothing_in_redis(path, value):
 
 def _keys() -> set[str]:
     """Every key but the workers' heartbeats, which come and go on their own clock."""
-    return {k for k in records.client().scan_iter(count=1000)
-            if not any(part in k for part in (".worker:", ".held:", ".workers"))}
+    theirs = (layout.worker_key(""), layout.held_key(""), layout.workers_key())
+    return {k for k in records.client().scan_iter(count=1000) if not k.startswith(theirs)}
 
 
 @settings(max_examples=1500, deadline=None, suppress_health_check=list(HealthCheck))

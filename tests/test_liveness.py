@@ -12,7 +12,7 @@ import pytest
 from conftest import fake_ffmpeg, small_job, wait_for
 
 import mobius_preview
-from mobius_preview import client, records
+from mobius_preview import client, layout, records
 from mobius_preview.config import settings
 
 # The suite's own environment shortens the time limits and the visibility timeout;
@@ -96,26 +96,26 @@ def test_the_sweep_restores_a_dead_workers_message_once_and_leaves_a_living_ones
     """The sweep's rules on kombu's own unacked structures, two sweepers racing."""
     from mobius_preview import liveness
 
-    queue = records.queue_keys()[1]
+    queue = layout.queue_keys()[1]
     stale = time.time() - 60
     entries = {}
     for name, job in (("dead", make_job()), ("alive", make_job())):
         mobius_preview.submit(job)
         message = redis_conn.rpop(queue)  # as a worker's BRPOP would: now it is only in unacked
         tag = f"tag-{name}-{uuid.uuid4().hex[:6]}"
-        redis_conn.hset(records.key("unacked"), tag, f'[{message}, "", "{settings().queue("normal")}"]')
-        redis_conn.zadd(records.key("unacked_index"), {tag: stale})
+        redis_conn.hset(layout.unacked_key(), tag, f'[{message}, "", "{layout.queue("normal")}"]')
+        redis_conn.zadd(layout.unacked_index_key(), {tag: stale})
         records.start(job["jobId"], state="running", worker=f"{name}@host")
         entries[name] = (tag, job["jobId"])
     liveness.beat(redis_conn, "alive@host", [entries["alive"][0]])
     first, second = liveness.sweep(redis_conn), liveness.sweep(redis_conn)
     assert first == [entries["dead"][1]] and second == []
     assert redis_conn.llen(queue) == 1  # put back once, at the front
-    assert redis_conn.hexists(records.key("unacked"), entries["alive"][0])  # a living worker keeps its own
+    assert redis_conn.hexists(layout.unacked_key(), entries["alive"][0])  # a living worker keeps its own
     dead = client.status(entries["dead"][1])
     assert dead["state"] == "queued" and dead["recovered"] == 1 and dead["lostWorker"] == "dead@host"
     running = client.status(entries["alive"][1])
     assert running["state"] == "running" and running["workerLastSeen"] is not None
     liveness.forget(redis_conn, "alive@host")
     assert liveness.sweep(redis_conn) == [entries["alive"][1]]  # stopped: swept at once
-    redis_conn.delete(records.key("unacked"), records.key("unacked_index"))
+    redis_conn.delete(layout.unacked_key(), layout.unacked_index_key())

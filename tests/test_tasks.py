@@ -10,7 +10,7 @@ from celery.contrib.testing.worker import start_worker
 from conftest import encode_count, fake_ffmpeg, wait_for
 
 import mobius_preview
-from mobius_preview import client, dlq, records
+from mobius_preview import client, dlq, layout, records
 from mobius_preview.render import manifest
 
 
@@ -183,7 +183,7 @@ def test_a_cache_hit_delivered_too_often_is_dead_not_succeeded(worker, tiny_job)
     mobius_preview.submit(first)
     assert client.wait(first["jobId"], timeout=60)["state"] == "succeeded"
     poisoned = {**first, "jobId": first["jobId"] + "-poison"}
-    records.client().hset(records.job_key(poisoned["jobId"]), "deliveries", 99)  # as if it killed workers
+    records.client().hset(layout.job_key(poisoned["jobId"]), "deliveries", 99)  # as if it killed workers
     mobius_preview.app.send_task("mobius_preview.render_preview", args=[poisoned],
                                  task_id=poisoned["jobId"], queue="preview.high")
     st = client.wait(poisoned["jobId"], timeout=30)

@@ -9,7 +9,7 @@ from conftest import free_port, scrape, wait_for
 from kombu import Connection, Exchange, Producer
 
 import mobius_preview
-from mobius_preview import client, dlq, records
+from mobius_preview import client, dlq, layout, records
 from mobius_preview.config import settings
 
 # The first bytes of a Python-serialized object (protocol 4): the worker must never load it.
@@ -19,7 +19,7 @@ PY_SERIALIZED = b"\x80\x04\x95\x1f\x00\x00\x00\x00\x00\x00\x00\x8c\x08builtins\x
 def publish(body, content_type: str, task: str = "mobius_preview.render_preview",
             job_id: str | None = None) -> str:
     job_id = job_id or f"raw-{uuid.uuid4().hex[:10]}"
-    queue = settings().queue("normal")
+    queue = layout.queue("normal")
     with Connection(settings().redis_url,
                     transport_options={"global_keyprefix": settings().key_prefix}) as conn:
         Producer(conn).publish(
@@ -42,7 +42,7 @@ def test_messages_around_the_client_are_kept_and_never_run(worker_process, make_
     extra = publish(json.dumps([[job, "rm -rf /"], {}, {}]), "application/json")
 
     wait_for(lambda: {garbled, serialized, unknown, empty, extra} <= set(
-        records.client().hkeys(records.dead_key())), timeout=30)
+        records.client().hkeys(layout.dead_key())), timeout=30)
     letters = {i: dlq.show(i) for i in (garbled, serialized, unknown, empty, extra)}
     assert letters[garbled]["rejected"] == "undecodable" and letters[garbled]["body"] == "{this is not json"
     assert letters[serialized]["rejected"] in ("undecodable", "invalid_task")
@@ -67,7 +67,7 @@ def test_messages_around_the_client_are_kept_and_never_run(worker_process, make_
 
 def test_garbage_on_the_queue_list_does_not_stop_the_worker(worker_process, make_job):
     worker_process()
-    records.client().lpush(records.queue_keys()[1], "\x00 definitely not a message")
+    records.client().lpush(layout.queue_keys()[1], "\x00 definitely not a message")
     ok = make_job()
     mobius_preview.submit(ok)
     assert client.wait(ok["jobId"], timeout=60)["state"] == "succeeded"

@@ -1,0 +1,119 @@
+"""The Redis layout: every key, queue and stream name mobius-preview uses, built here only.
+
+``<p>`` is REDIS_KEY_PREFIX (kombu's ``global_keyprefix`` too, so kombu's keys share it),
+``<q>`` is PREVIEW_QUEUE_NAME (default ``preview``); our own keys live under the
+namespace ``<p><q>``::
+
+    key                          type    what it holds (written by)
+    <p><q>.high|.normal|.low     list    Celery messages of jobs, one list per priority, consumed
+                                         in PRIORITIES order (accept script LPUSH, kombu BRPOP)
+    <p><q>.webhooks              list    webhook deliveries, a Celery queue (webhooks.notify)
+    <p><q>.job:<jobId>           hash    the job's record: state, attempts, times, outcome; expires
+                                         PREVIEW_RECORD_TTL after its last change (records' scripts)
+    <p><q>.job:<jobId>:events    stream  the job's changes in order: type state|progress, data JSON;
+                                         MAXLEN ~EVENTS_MAXLEN, TTL as the record (records, sweep)
+    <p><q>.dead                  hash    jobId -> dead letter, JSON (records.bury, keep_rejected)
+    <p><q>.webhooks.dead         hash    messageId -> webhook delivery given up on (webhooks)
+    <p><q>.workers               set     names of workers that have beaten (liveness)
+    <p><q>.worker:<name>         string  heartbeat {at, pid}, expires after PREVIEW_STALLED_SECONDS
+    <p><q>.held:<name>           set     delivery tags the worker holds: running, reserved (liveness)
+
+    kombu's own, names fixed by kombu (the liveness sweep reads the first two):
+    <p>unacked                   hash    delivery tag -> [message, exchange, routing key]
+    <p>unacked_index             zset    delivery tag by delivery time
+    <p>unacked_mutex             string  the lock of kombu's restore pass
+    <p>_kombu.binding.<exchange> set     queue bindings (exchanges <q>, celeryev, pidboxes)
+
+Celery's task events go out on the pub/sub channel ``<p>/<db>.celeryev`` (no key).
+Lua scripts (``mobius_preview/lua``) are handed every key they touch in KEYS, except
+the liveness sweep: it learns worker names, queues and job ids only from what it
+reads, so it gets those keys' prefixes (and the events suffix) from here in ARGV.
+"""
+
+from __future__ import annotations
+
+from .config import Settings, settings
+
+PRIORITIES = ("high", "normal", "low")  # one queue each, consumed strictly in this order
+DEFAULT_PRIORITY = "normal"
+EVENTS_MAXLEN = 500  # a job's event stream keeps about this many entries (XADD MAXLEN ~)
+_JOB = ".job:"  # <p><q>.job:<jobId>
+EVENTS_SUFFIX = ":events"  # a record's key + this = its event stream
+_KOMBU_UNACKED = "unacked"
+_KOMBU_UNACKED_INDEX = "unacked_index"
+
+
+def key(name: str, cfg: Settings | None = None) -> str:
+    """``name`` under REDIS_KEY_PREFIX, as kombu prefixes the keys it writes."""
+    return f"{(cfg or settings()).key_prefix}{name}"
+
+
+def _ours(name: str, cfg: Settings | None) -> str:
+    """``name`` in our namespace, ``<p><q><name>``."""
+    cfg = cfg or settings()
+    return key(f"{cfg.queue_name}{name}", cfg)
+
+
+def queue(priority: str, cfg: Settings | None = None) -> str:
+    """The Celery queue holding jobs of ``priority`` (kombu adds the prefix to its list)."""
+    return f"{(cfg or settings()).queue_name}.{priority}"
+
+
+def queues(cfg: Settings | None = None) -> list[str]:
+    """The Celery queues of jobs, in priority order."""
+    return [queue(p, cfg) for p in PRIORITIES]
+
+
+def queue_keys(cfg: Settings | None = None) -> list[str]:
+    """The Redis lists of the job queues, in priority order."""
+    return [key(name, cfg) for name in queues(cfg)]
+
+
+def webhook_queue(cfg: Settings | None = None) -> str:
+    """The Celery queue of webhook deliveries."""
+    return f"{(cfg or settings()).queue_name}.webhooks"
+
+
+def webhook_dead_key(cfg: Settings | None = None) -> str:
+    """Hash of webhook deliveries given up on, by message id."""
+    return key(f"{webhook_queue(cfg)}.dead", cfg)
+
+
+def dead_key(cfg: Settings | None = None) -> str:
+    """The dead-letter hash: jobId -> dead letter."""
+    return _ours(".dead", cfg)
+
+
+def job_key(job_id: str, cfg: Settings | None = None) -> str:
+    """A job's record (a hash); ``job_key("")`` is the prefix of every record."""
+    return _ours(f"{_JOB}{job_id}", cfg)
+
+
+def events_key(job_id: str, cfg: Settings | None = None) -> str:
+    """The job's event stream: every change of state, progress and error, in order."""
+    return f"{job_key(job_id, cfg)}{EVENTS_SUFFIX}"
+
+
+def workers_key(cfg: Settings | None = None) -> str:
+    """The set of workers that have beaten (the sweep drops those whose heartbeat expired)."""
+    return _ours(".workers", cfg)
+
+
+def worker_key(name: str, cfg: Settings | None = None) -> str:
+    """A worker's heartbeat; ``worker_key("")`` is the prefix of every heartbeat."""
+    return _ours(f".worker:{name}", cfg)
+
+
+def held_key(name: str, cfg: Settings | None = None) -> str:
+    """The delivery tags a worker holds; ``held_key("")`` is the prefix of every such set."""
+    return _ours(f".held:{name}", cfg)
+
+
+def unacked_key(cfg: Settings | None = None) -> str:
+    """kombu's hash of delivered, unacknowledged messages."""
+    return key(_KOMBU_UNACKED, cfg)
+
+
+def unacked_index_key(cfg: Settings | None = None) -> str:
+    """kombu's index of ``unacked`` by delivery time."""
+    return key(_KOMBU_UNACKED_INDEX, cfg)
