@@ -1,17 +1,27 @@
-"""The package's import graph: layered, with no circle, and no hidden imports.
+"""The package's import graph: layered as the README says, with no circle, and no hidden imports.
 
 Read from the source (``ast``), so it holds for every module, imported by a test or
 not. Function-level imports of project modules are allowed only in the command-line
 entry points (a quick command stays quick); anywhere else a function-level import is
 a third-party module that is optional or heavy, with a comment saying why.
+
+The layers are the rows of README.md's "The parts" table, read from the ground up: a
+module may import only modules in rows above its own. Modules sharing a row may not
+import each other (a row is one layer; when one needs the other, the table gives them
+two rows, so the order is written down). A package named with a slash (``render/``)
+is one entry: its submodules may import each other (the circle check still applies)
+and import outside it only from rows above. Every module must be in the table, except
+the package's own ``__init__`` (``celery -A mobius_preview``: it re-exports the top).
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "mobius_preview"
+README = PACKAGE.parent / "README.md"
 TOP = "mobius_preview"
 LAZY_ALLOWED = {"mobius_preview.cli", "mobius_preview.demo"}
 
@@ -89,6 +99,16 @@ def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
     on_stack: set[str] = set()
     found: list[list[str]] = []
 
+    def pop_component(v: str) -> list[str]:
+        """The modules on the stack down to ``v``: one strongly connected component."""
+        component = []
+        while True:
+            w = stack.pop()
+            on_stack.discard(w)
+            component.append(w)
+            if w == v:
+                return component
+
     def connect(v: str) -> None:
         index[v] = low[v] = len(index)
         stack.append(v)
@@ -100,13 +120,7 @@ def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
             elif w in on_stack:
                 low[v] = min(low[v], index[w])
         if low[v] == index[v]:
-            component = []
-            while True:
-                w = stack.pop()
-                on_stack.discard(w)
-                component.append(w)
-                if w == v:
-                    break
+            component = pop_component(v)
             if len(component) > 1:
                 found.append(sorted(component))
 
@@ -114,6 +128,62 @@ def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
         if v not in index:
             connect(v)
     return found
+
+
+def readme_rows(text: str) -> list[list[str]]:
+    """The first cell of each row of README's "The parts" table: its modules, top row first
+    (``render/`` is given as ``mobius_preview.render``)."""
+    section = re.search(r"^## The parts\n(.*?)(?=^##)", text, re.S | re.M)
+    assert section, 'README.md has no "## The parts" section'
+    rows = []
+    for line in section.group(1).splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if not line.startswith("|") or cells[0] in ("module", "") or set(cells[0]) <= set("-: "):
+            continue
+        names = re.findall(r"`([^`]+)`", cells[0])
+        rows.append([f"{TOP}.{name.rstrip('/').replace('/', '.')}" for name in names])
+    return rows
+
+
+def import_lines() -> dict[str, list[tuple[str, int]]]:
+    """Each module's imports of other package modules, with the line that makes them."""
+    return {
+        name: [(t, node.lineno) for node, _ in _imports(name) for t in _targets(node, name) if t != name]
+        for name in MODULES
+    }
+
+
+def _entry(module: str, rows: list[list[str]]) -> tuple[int, str] | None:
+    """The row (0 = top) and entry of the table that hold ``module``."""
+    for number, entries in enumerate(rows):
+        for entry in entries:
+            if module == entry or module.startswith(f"{entry}."):
+                return number, entry
+    return None
+
+
+def layering_problems(imports: dict[str, list[tuple[str, int]]], rows: list[list[str]]) -> list[str]:
+    """Every import against the table's order, every module missing from it, every stale entry."""
+    problems = [
+        f"{m} is in no row of README.md's table of parts: add it below the modules it imports"
+        for m in sorted(imports) if m != TOP and _entry(m, rows) is None
+    ]
+    problems += [
+        f"README.md's table of parts names `{entry.removeprefix(TOP + '.')}`, which is no module"
+        for entries in rows for entry in entries
+        if not any(m == entry or m.startswith(f"{entry}.") for m in imports)
+    ]
+    for importer, targets in sorted(imports.items()):
+        here = _entry(importer, rows)
+        for target, line in targets:
+            there = _entry(target, rows)
+            if here is None or there is None or here[1] == there[1]:
+                continue
+            if there[0] >= here[0]:
+                where = "in the same row as" if there[0] == here[0] else "below"
+                problems.append(f"{importer} (line {line}) imports {target}, which README.md's table of "
+                                f"parts lists {where} it (row {there[0] + 1} vs {here[0] + 1})")
+    return problems
 
 
 def test_the_checker_finds_a_circle_and_a_lazy_import():
@@ -155,3 +225,35 @@ def test_render_knows_nothing_of_celery_or_the_queue():
             assert not any(m.split(".")[0] in ("celery", "kombu", "redis") for m in modules), name
             outside = {t for t in _targets(node, name) if not t.startswith("mobius_preview.render")}
             assert outside <= allowed, (name, outside)
+
+
+def test_the_layering_check_finds_what_breaks_the_order():
+    """A module importing a later row, one importing its row-mate, one missing, one stale entry."""
+    rows = readme_rows(
+        "## The parts\n\n| module | holds |\n| --- | --- |\n| `errors`, `config` | a |\n"
+        "| `render/` | b |\n| `tasks` | c |\n| `gone` | d |\n\n## Next\n"
+    )
+    assert rows == [[f"{TOP}.errors", f"{TOP}.config"], [f"{TOP}.render"], [f"{TOP}.tasks"], [f"{TOP}.gone"]]
+    imports = {
+        f"{TOP}.errors": [],
+        f"{TOP}.config": [(f"{TOP}.errors", 3)],
+        f"{TOP}.render": [(f"{TOP}.render.plan", 1)],
+        f"{TOP}.render.plan": [(f"{TOP}.config", 2), (f"{TOP}.tasks", 9)],
+        f"{TOP}.tasks": [(f"{TOP}.render", 4)],
+        f"{TOP}.new": [],
+    }
+    assert layering_problems(imports, rows) == [
+        f"{TOP}.new is in no row of README.md's table of parts: add it below the modules it imports",
+        "README.md's table of parts names `gone`, which is no module",
+        f"{TOP}.config (line 3) imports {TOP}.errors, which README.md's table of parts lists in the "
+        "same row as it (row 1 vs 1)",
+        f"{TOP}.render.plan (line 9) imports {TOP}.tasks, which README.md's table of parts lists "
+        "below it (row 3 vs 2)",
+    ]
+
+
+def test_each_module_imports_only_modules_above_it_in_the_readme():
+    rows = readme_rows(README.read_text(encoding="utf-8"))
+    assert len(rows) > 10, rows
+    problems = layering_problems(import_lines(), rows)
+    assert problems == [], "\n".join(problems)
