@@ -91,43 +91,50 @@ def graph() -> dict[str, set[str]]:
     return edges
 
 
-def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
-    """Strongly connected components of more than one module (Tarjan)."""
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on_stack: set[str] = set()
-    found: list[list[str]] = []
+class _Tarjan:
+    """Tarjan's strongly connected components, one module at a time."""
 
-    def pop_component(v: str) -> list[str]:
+    def __init__(self, edges: dict[str, set[str]]) -> None:
+        self.edges = edges
+        self.index: dict[str, int] = {}
+        self.low: dict[str, int] = {}
+        self.stack: list[str] = []
+        self.on_stack: set[str] = set()
+        self.found: list[list[str]] = []
+
+    def connect(self, v: str) -> None:
+        self.index[v] = self.low[v] = len(self.index)
+        self.stack.append(v)
+        self.on_stack.add(v)
+        for w in sorted(self.edges[v]):
+            if w not in self.index:
+                self.connect(w)
+                self.low[v] = min(self.low[v], self.low[w])
+            elif w in self.on_stack:
+                self.low[v] = min(self.low[v], self.index[w])
+        if self.low[v] == self.index[v]:
+            component = self.pop_component(v)
+            if len(component) > 1:
+                self.found.append(sorted(component))
+
+    def pop_component(self, v: str) -> list[str]:
         """The modules on the stack down to ``v``: one strongly connected component."""
         component = []
         while True:
-            w = stack.pop()
-            on_stack.discard(w)
+            w = self.stack.pop()
+            self.on_stack.discard(w)
             component.append(w)
             if w == v:
                 return component
 
-    def connect(v: str) -> None:
-        index[v] = low[v] = len(index)
-        stack.append(v)
-        on_stack.add(v)
-        for w in sorted(edges[v]):
-            if w not in index:
-                connect(w)
-                low[v] = min(low[v], low[w])
-            elif w in on_stack:
-                low[v] = min(low[v], index[w])
-        if low[v] == index[v]:
-            component = pop_component(v)
-            if len(component) > 1:
-                found.append(sorted(component))
 
+def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    tarjan = _Tarjan(edges)
     for v in sorted(edges):
-        if v not in index:
-            connect(v)
-    return found
+        if v not in tarjan.index:
+            tarjan.connect(v)
+    return tarjan.found
 
 
 def readme_rows(text: str) -> list[list[str]]:
