@@ -132,15 +132,8 @@ def drain(app: str, cwd: Path, submit, wait) -> float:
     return len(rows) / (max(r[2] for r in rows) - min(r[1] for r in rows))
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--jobs", type=int, default=3000, help="submissions per measurement")
-    parser.add_argument("--drain", type=int, default=1000, help="jobs drained per measurement")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds; each measures both sides")
-    args = parser.parse_args()
-    n, d = args.jobs, args.drain
-    print(f"Redis: {mobius_preview.config.settings().redis_url_masked}; {n} submissions and {d} "
-          f"drained per measurement, {args.rounds} rounds; each round measures both sides\n")
+def measure_rounds(n: int, d: int, rounds: int) -> dict[str, list[float]]:
+    """Per round: submissions per second (bare .delay(), ours .delay(), submit_many) and drain rates."""
 
     def ours_bulk(jobs: list[dict]) -> None:
         for i in range(0, len(jobs), 500):
@@ -157,7 +150,7 @@ def main() -> int:
         return [j["jobId"] for j in jobs]
 
     rates: dict[str, list[float]] = {k: [] for k in ("bare", "delay", "bulk", "bare_drain", "drain")}
-    for r in range(args.rounds):
+    for r in range(rounds):
         rates["bare"].append(rate(n, lambda: [bare_app.noop.delay(time.time()) for _ in range(n)]))
         clear()
         jobs = [job(i) for i in range(n)]
@@ -171,8 +164,11 @@ def main() -> int:
         print(f"round {r + 1}: .delay() {rates['delay'][-1] / rates['bare'][-1]:.2f}x, "
               f"submit_many {rates['bulk'][-1] / rates['bare'][-1]:.2f}x, "
               f"drain {rates['drain'][-1] / rates['bare_drain'][-1]:.2f}x")
+    return rates
 
-    # Latency at low load: idle workers, one submission every 20 ms.
+
+def latencies() -> tuple[list[float], list[float]]:
+    """Submit-to-start at low load (idle workers, one submission every 20 ms): bare, ours."""
     w = worker("bare_app", BASELINE)
     time.sleep(3)
     for _ in range(200):
@@ -190,7 +186,10 @@ def main() -> int:
     ours_lat = [b - a for a, b, _ in ours_done([j["jobId"] for j in lat_jobs])]
     stop(w)
     clear()
+    return bare_lat, ours_lat
 
+
+def report(rates: dict[str, list[float]], bare_lat: list[float], ours_lat: list[float], rounds: int) -> None:
     med = {k: statistics.median(v) for k, v in rates.items()}
 
     def ratio(ours: str, bare: str) -> str:
@@ -208,10 +207,24 @@ def main() -> int:
         ("latency p99 submit->start", f"{pct(bare_lat, .99) * 1000:7.1f}ms",
          f"{pct(ours_lat, .99) * 1000:7.1f}ms", "", ""),
     ]
-    print(f"\nmedians of {args.rounds} rounds (ratio: median of the per-round ratios)")
+    print(f"\nmedians of {rounds} rounds (ratio: median of the per-round ratios)")
     print(f"{'measure':34s} {'bare Celery':>11s} {'mobius':>11s} {'ratio':>6s}  note")
     for name, a, b, r, note in rows:
         print(f"{name:34s} {a:>11s} {b:>11s} {r:>6s}  {note}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=3000, help="submissions per measurement")
+    parser.add_argument("--drain", type=int, default=1000, help="jobs drained per measurement")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds; each measures both sides")
+    args = parser.parse_args()
+    n, d = args.jobs, args.drain
+    print(f"Redis: {mobius_preview.config.settings().redis_url_masked}; {n} submissions and {d} "
+          f"drained per measurement, {args.rounds} rounds; each round measures both sides\n")
+    rates = measure_rounds(n, d, args.rounds)
+    bare_lat, ours_lat = latencies()
+    report(rates, bare_lat, ours_lat, args.rounds)
     conn = records.client()
     for key in conn.scan_iter(match=os.environ["REDIS_KEY_PREFIX"] + "*", count=1000):
         conn.delete(key)

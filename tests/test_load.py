@@ -39,10 +39,8 @@ def percentile(values, q):
     return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
 
 
-@pytest.mark.slow
-def test_two_thousand_jobs(worker_process, tmp_path, make_job, settings_env):
-    settings_env(PREVIEW_QUEUE_MAX=str(2 * TOTAL))
-    rng = random.Random(2026)
+def mixed_jobs(rng, make_job):
+    """TOTAL jobs at random priorities, 5% poisoned (a missing image), 5% flaky, shuffled."""
     kinds = ["poison"] * (TOTAL // 20) + ["flaky"] * (TOTAL // 20)
     kinds += ["plain"] * (TOTAL - len(kinds))
     rng.shuffle(kinds)
@@ -58,6 +56,26 @@ def test_two_thousand_jobs(worker_process, tmp_path, make_job, settings_env):
             if kind == "poison":
                 job["previewRequest"]["assets"][0]["path"] = "images/poison.png"
         jobs.append((kind, job))
+    return jobs
+
+
+def check_outcomes(finals):
+    """Poisoned jobs dead after one attempt, flaky ones succeeded on the second, the rest on the first."""
+    letters = {letter["jobId"]: letter for letter in dlq.list_letters()}
+    for kind, final in finals.values():
+        if kind == "poison":
+            assert final["state"] == "dead" and final["attempts"] == 1  # never retried
+            assert "file not found: 'images/poison.png'" in letters[final["jobId"]]["error"]
+        elif kind == "flaky":
+            assert final["state"] == "succeeded" and final["attempts"] == 2
+        else:
+            assert final["state"] == "succeeded" and final["attempts"] == 1
+
+
+@pytest.mark.slow
+def test_two_thousand_jobs(worker_process, tmp_path, make_job, settings_env):
+    settings_env(PREVIEW_QUEUE_MAX=str(2 * TOTAL))
+    jobs = mixed_jobs(random.Random(2026), make_job)
 
     started = time.monotonic()
     for _, job in jobs:
@@ -75,15 +93,7 @@ def test_two_thousand_jobs(worker_process, tmp_path, make_job, settings_env):
     dead = [f for _, f in finals.values() if f["state"] == "dead"]
     assert len(succeeded) + len(dead) == TOTAL
     assert all(f["completions"] == 1 for f in succeeded)
-    letters = {letter["jobId"]: letter for letter in dlq.list_letters()}
-    for kind, final in finals.values():
-        if kind == "poison":
-            assert final["state"] == "dead" and final["attempts"] == 1  # never retried
-            assert "file not found: 'images/poison.png'" in letters[final["jobId"]]["error"]
-        elif kind == "flaky":
-            assert final["state"] == "succeeded" and final["attempts"] == 2
-        else:
-            assert final["state"] == "succeeded" and final["attempts"] == 1
+    check_outcomes(finals)
     assert len(dead) == TOTAL // 20
 
     waits = {"high": [], "normal": [], "low": []}
