@@ -3,7 +3,8 @@
 API keys come from PREVIEW_API_KEYS and are compared in constant time. A signed
 link carries ``expires`` (Unix time) and ``sig`` = HMAC-SHA256(PREVIEW_SIGNING_KEY,
 "<jobId>\\n<expires>"): it opens that job's artifacts and preview page until it
-expires, and nothing of any other job.
+expires, and nothing of any other job. Either one, once checked, is a ``Principal``:
+what the request may do. The HTTP layer (``api.auth``) asks here and nothing else.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import hashlib
 import hmac
 import logging
 import time
+from dataclasses import dataclass
 from functools import lru_cache
+from typing import Literal
 
 from .config import settings
 from .errors import ConfigError
@@ -21,20 +24,45 @@ DEFAULT_LINK_SECONDS = 3600
 log = logging.getLogger("mobius_preview.access")
 
 
-def api_key_ok(presented: str | None) -> bool:
+@dataclass(frozen=True)
+class Principal:
+    """Who a request acts for, once its key or link is checked, and what it may reach.
+
+    ``name`` says which key matched (a fingerprint, never the key) or ``"link"``.
+    ``job`` is the one job a signed link opens (None for a key: every job).
+    ``projects`` is None for a key that may act on every project, the only kind
+    today; a key limited to projects would carry them here, for the routes to check.
+    """
+
+    via: Literal["key", "link"]
+    name: str
+    job: str | None = None
+    projects: frozenset[str] | None = None
+
+
+def fingerprint(key: str) -> str:
+    """A short name for a key that logs may show: it does not reveal the key."""
+    return "key-" + hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def authenticate(presented: str | None) -> Principal | None:
+    """The principal of an API key of PREVIEW_API_KEYS, or None for no or a wrong key."""
     if not presented:
-        return False
-    ok = False
+        return None
+    matched: str | None = None
     for key in settings().api_keys:
         # Compare against every key so timing does not tell which (or whether one) matched.
-        ok |= hmac.compare_digest(presented.encode(), key.encode())
-    return ok
+        if hmac.compare_digest(presented.encode(), key.encode()):
+            matched = key
+    return None if matched is None else Principal(via="key", name=fingerprint(matched))
 
 
-def bearer(header: str | None) -> str | None:
-    if header and header[:7].lower() == "bearer ":
-        return header[7:].strip()
-    return None
+def open_link(job_id: str, expires: str | None, sig: str | None,
+              now: float | None = None) -> Principal | None:
+    """The principal of a signed link to ``job_id``'s files, or None when it is not valid."""
+    if not signature_ok(job_id, expires, sig, now):
+        return None
+    return Principal(via="link", name="link", job=job_id)
 
 
 @lru_cache(maxsize=4)
