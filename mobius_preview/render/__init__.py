@@ -14,12 +14,13 @@ import json
 import shutil
 import time
 import unicodedata
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from PIL import Image
 
@@ -41,6 +42,7 @@ RENDERER_VERSION = "1.2.0"
 _NOT_CONTENT = ("jobId", "projectId", "requestId", "priority", "attempts", "createdAt", "updatedAt",
                 "webhook")
 THUMB_WIDTH = 320
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -88,15 +90,17 @@ def prepare(identified: Identified, max_seconds: float, cache_dir: Path | None =
 
 
 class _Stages:
+    """How long each part of a render took (the manifest's ``timings``, the metrics' stages)."""
+
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
 
-    def timed(self, name: str, fn, *args, **kwargs):
+    def timed(self, name: str, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         with self.stage(name):
             return fn(*args, **kwargs)
 
     @contextmanager
-    def stage(self, name: str):
+    def stage(self, name: str) -> Iterator[None]:
         start = time.perf_counter()
         try:
             yield
