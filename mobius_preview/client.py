@@ -12,9 +12,10 @@ from . import layout, records, webhooks
 from .accept import submit, submit_many
 from .app import app
 from .config import settings
-from .results import TERMINAL, PreviewResult, status, wait
+from .results import PreviewResult, status, wait
+from .states import WAITING, State
 
-__all__ = ["TERMINAL", "PreviewResult", "cancel", "queue_stats", "status", "submit", "submit_many", "wait"]
+__all__ = ["PreviewResult", "cancel", "queue_stats", "status", "submit", "submit_many", "wait"]
 
 
 def cancel(job_id: str) -> dict[str, Any]:
@@ -26,9 +27,9 @@ def cancel(job_id: str) -> dict[str, Any]:
     with records.reaching_redis():
         found = records.cancel(job_id)
     current = status(job_id)
-    if found in ("queued", "retrying"):
+    if found in WAITING:
         app.control.revoke(job_id)  # workers that already hold the message skip it at once
-        webhooks.notify(job_id, (current["webhook"] or {}).get("url"), "cancelled", current)
+        webhooks.notify(job_id, (current["webhook"] or {}).get("url"), State.CANCELLED, current)
     return current
 
 

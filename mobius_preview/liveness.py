@@ -6,11 +6,12 @@ expires after ``PREVIEW_STALLED_SECONDS``, and the set of delivery tags it holds
 ``unacked`` hash (and ``unacked_index``, by delivery time) until it is acked; it only
 puts one back after the visibility timeout (22 minutes by default), which must
 outlast the longest render. The sweep (any living worker, every few seconds, one Lua
-script, so two sweepers never restore one message twice) puts back, at the front of
-its queue, every message delivered more than ``PREVIEW_STALLED_SECONDS`` ago that no
-living worker holds: its worker died (host lost, OOM-killed, SIGKILL). A long render
-on a living worker is never taken from it, however long it runs. The job's record
-says it was put back (``recovered``, ``lostWorker``) and its event stream says so too.
+script, ``lua/sweep.lua``, so two sweepers never restore one message twice) puts
+back, at the front of its queue, every message delivered more than
+``PREVIEW_STALLED_SECONDS`` ago that no living worker holds: its worker died (host
+lost, OOM-killed, SIGKILL). A long render on a living worker is never taken from it,
+however long it runs. The job's record says it was put back (``recovered``,
+``lostWorker``) and its event stream says so too.
 """
 
 from __future__ import annotations
@@ -24,55 +25,10 @@ from collections.abc import Callable, Iterable
 
 import redis
 
-from . import layout, metrics, records
+from . import layout, metrics, records, scripts, states
 from .config import settings
 
 log = logging.getLogger("mobius_preview.liveness")
-
-# KEYS: kombu's unacked hash, its index, the set of worker names. ARGV: cutoff (Unix
-# time), heartbeat-key prefix, held-set prefix, record-key prefix, queue-key prefix,
-# now (ISO), record TTL, most to restore in one pass. Returns the job ids put back.
-_SWEEP = """
-local live = {}
-for _, name in ipairs(redis.call('SMEMBERS', KEYS[3])) do
-  if redis.call('EXISTS', ARGV[2] .. name) == 1 then live[#live + 1] = name
-  else redis.call('SREM', KEYS[3], name) end
-end
-local restored = {}
-local ttl = tonumber(ARGV[7])
-for _, tag in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[8]))) do
-  local held = false
-  for _, name in ipairs(live) do
-    if redis.call('SISMEMBER', ARGV[3] .. name, tag) == 1 then held = true break end
-  end
-  local entry = (not held) and redis.call('HGET', KEYS[1], tag)
-  if entry then
-    -- kombu keeps json.dumps([message, exchange, routing_key]); the message goes back as it was.
-    local message, _, queue = string.match(entry, '^%[(.*), "([^"]*)", "([^"]*)"%]$')
-    if message then
-      redis.call('RPUSH', ARGV[5] .. queue, message)
-      redis.call('HDEL', KEYS[1], tag)
-      redis.call('ZREM', KEYS[2], tag)
-      local id = string.match(message, '"id": "([^"]+)"')
-      if id then
-        local record = ARGV[4] .. id
-        local state = redis.call('HGET', record, 'state')
-        if state == 'running' then
-          local count = redis.call('HINCRBY', record, 'recovered', 1)
-          local worker = redis.call('HGET', record, 'worker') or ''
-          redis.call('HSET', record, 'state', 'queued', 'recoveredAt', ARGV[6], 'lostWorker', worker,
-                     'updatedAt', ARGV[6])
-          redis.call('XADD', record .. ':events', 'MAXLEN', '~', 500, '*', 'type', 'state', 'data',
-                     cjson.encode({state = 'queued', at = ARGV[6], recovered = count, lostWorker = worker}))
-          redis.call('EXPIRE', record .. ':events', ttl)
-        end
-        restored[#restored + 1] = id
-      end
-    end
-  end
-end
-return restored
-"""
 
 
 def beat(conn: redis.Redis, name: str, tags: Iterable[str]) -> None:
@@ -94,12 +50,12 @@ def sweep(conn: redis.Redis, now: float | None = None, limit: int = 100) -> list
     """Put back the messages of dead workers; returns their job ids."""
     cfg = settings()
     now = time.time() if now is None else now
-    script = conn.register_script(_SWEEP)
-    return script(
+    return scripts.script("sweep", conn)(
         keys=[layout.unacked_key(cfg), layout.unacked_index_key(cfg), layout.workers_key(cfg)],
         args=[now - cfg.stalled_seconds, layout.worker_key("", cfg), layout.held_key("", cfg),
-              layout.job_key("", cfg), layout.key("", cfg),
-              records.now_iso(), cfg.record_ttl, limit],
+              layout.job_key("", cfg), layout.EVENTS_SUFFIX, layout.key("", cfg), records.now_iso(),
+              cfg.record_ttl, limit, layout.EVENTS_MAXLEN, states.words(states.LOST_WITH_WORKER),
+              states.State.QUEUED],
     )
 
 

@@ -28,149 +28,15 @@ import redis.asyncio
 import redis.asyncio.sentinel
 import redis.sentinel
 
-from . import layout
+from . import layout, scripts, states
 from .channel import Command
 from .config import Settings, settings
 from .errors import BrokerUnavailable
+from .states import State
 
-STATES = ("queued", "running", "retrying", "succeeded", "failed", "dead", "cancelled")
-ENDED = ("succeeded", "failed", "dead", "cancelled")
 ACCEPT_WAIT_MS = 1000  # how long acceptance waits for PREVIEW_ACCEPT_REPLICAS replicas
+CANCELLED_ERROR = "cancelled"  # the error a cancelled job's record and event give
 EVENT_BLOCK = 10.0  # seconds an event-stream reader waits for news before looking again
-
-# Fields travel as one JSON object of strings per record (a Lua table here): far
-# fewer arguments for redis-py to encode than field, value, field, value...
-_HSET_JSON = """
-local function hset_table(key, fields)
-  local flat = {}
-  for name, value in pairs(fields) do
-    flat[#flat + 1] = name
-    flat[#flat + 1] = value
-  end
-  redis.call('HSET', key, unpack(flat))
-end
-local function hset_json(key, text)
-  hset_table(key, cjson.decode(text))
-end
--- One change of the job (a JSON object) onto its event stream, kept as long as its record.
-local function emit(stream, ttl, kind, data)
-  redis.call('XADD', stream, 'MAXLEN', '~', 500, '*', 'type', kind, 'data', data)
-  redis.call('EXPIRE', stream, ttl)
-end
-"""
-
-# Accepting jobs, all in one round trip and atomically: for each job, unless its
-# jobId exists (a dead one may be replayed, a cancelled one submitted again) or the
-# queues hold PREVIEW_QUEUE_MAX jobs, write its record, start its event stream afresh
-# and push its message onto its queue. So a job is either recorded and queued, or
-# neither. When every job was accepted, the batch's task-sent events go out too
-# (PUBLISH). KEYS: the 3 queue lists, then per job its record, its queue list and its
-# event stream. ARGV: limit, replay flag, record TTL, events topic and body (or
-# empty), now, then per job its fields and its message.
-_ACCEPT = _HSET_JSON + """
-local limit, replay, ttl = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
-local depth = redis.call('LLEN', KEYS[1]) + redis.call('LLEN', KEYS[2]) + redis.call('LLEN', KEYS[3])
-local out, jobs, accepted = {}, (#KEYS - 3) / 3, 0
-local queued = cjson.encode({state = 'queued', at = ARGV[6]})
-for j = 1, jobs do
-  local record, queue, stream = KEYS[1 + 3 * j], KEYS[2 + 3 * j], KEYS[3 + 3 * j]
-  local fields, message = ARGV[5 + 2 * j], ARGV[6 + 2 * j]
-  local state = redis.call('HGET', record, 'state')
-  if state and not ((replay == '1' and state == 'dead') or state == 'cancelled') then
-    out[j] = 'exists:' .. state
-  elseif depth >= limit then
-    out[j] = 'full:' .. depth
-  else
-    redis.call('DEL', record, stream)
-    hset_json(record, fields)
-    redis.call('EXPIRE', record, ttl)
-    emit(stream, ttl, 'state', queued)
-    redis.call('LPUSH', queue, message)
-    depth = depth + 1
-    accepted = accepted + 1
-    out[j] = 'claimed:' .. depth
-  end
-end
-if accepted == jobs and ARGV[4] ~= '' then redis.call('PUBLISH', ARGV[4], ARGV[5]) end
-return out
-"""
-
-# A worker starting a job: nothing to do for a finished one (its message came back
-# before the ack landed); otherwise count the delivery and mark it running, in one
-# round trip. When the outcome is known before the job starts (its preview is
-# stored: a cache hit), the same call also marks it succeeded, unless it was
-# delivered too often. KEYS: record, event stream. ARGV: fields, record TTL, now,
-# delivery limit, succeeded fields and their event (both empty for a plain start),
-# the running event. Returns the state before, the delivery count and the fields the
-# task reads.
-_START = _HSET_JSON + """
-local state = redis.call('HGET', KEYS[1], 'state')
-if state == 'succeeded' or state == 'dead' or state == 'failed' or state == 'cancelled' then
-  return {state, '0', redis.call('HGET', KEYS[1], 'outcome') or '', '', '', ''}
-end
-local deliveries = redis.call('HINCRBY', KEYS[1], 'deliveries', 1)
-local before = redis.call('HMGET', KEYS[1], 'submittedTs', 'retryDelays', 'firstStartedAt')
-local fields = cjson.decode(ARGV[1])
-if not before[3] then fields['firstStartedAt'] = ARGV[3] end
-local done = ARGV[5] ~= '' and deliveries <= tonumber(ARGV[4])
-if done then
-  redis.call('HINCRBY', KEYS[1], 'completions', 1)
-  for name, value in pairs(cjson.decode(ARGV[5])) do fields[name] = value end
-end
-hset_table(KEYS[1], fields)
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
-emit(KEYS[2], tonumber(ARGV[2]), 'state', ARGV[7])
-if done then emit(KEYS[2], tonumber(ARGV[2]), 'state', ARGV[6]) end
-return {state or '', tostring(deliveries), '', before[1] or '', before[2] or '', before[3] or ''}
-"""
-
-# KEYS: record, event stream. ARGV: rendered flag, record TTL, succeeded fields, event.
-_FINISH = _HSET_JSON + """
-redis.call('HINCRBY', KEYS[1], 'completions', 1)
-if ARGV[1] == '1' then redis.call('HINCRBY', KEYS[1], 'renders', 1) end
-hset_json(KEYS[1], ARGV[3])
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
-emit(KEYS[2], tonumber(ARGV[2]), 'state', ARGV[4])
-return 1
-"""
-
-# A job's fields change and the change goes onto its stream (progress, retrying,
-# dead, cancelled). KEYS: record, event stream. ARGV: fields, record TTL, event kind,
-# event.
-_CHANGE = _HSET_JSON + """
-hset_json(KEYS[1], ARGV[1])
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
-emit(KEYS[2], tonumber(ARGV[2]), ARGV[3], ARGV[4])
-return 1
-"""
-
-# Cancel: a job not started (queued, retrying) is cancelled at once; a running one
-# is asked to stop (its worker watches ``cancelRequested``). KEYS: record, event
-# stream. ARGV: now, record TTL, cancelled event. Returns the state it found.
-_CANCEL = _HSET_JSON + """
-local state = redis.call('HGET', KEYS[1], 'state')
-if state == 'queued' or state == 'retrying' or state == 'submitting' then
-  redis.call('HSET', KEYS[1], 'state', 'cancelled', 'error', 'cancelled', 'finishedAt', ARGV[1],
-             'updatedAt', ARGV[1])
-  emit(KEYS[2], tonumber(ARGV[2]), 'state', ARGV[3])
-elseif state == 'running' then
-  redis.call('HSET', KEYS[1], 'cancelRequested', ARGV[1], 'updatedAt', ARGV[1])
-end
-return state or ''
-"""
-
-
-# A retry is scheduled: record the error and append its delay. KEYS: record, event
-# stream. ARGV: error, delay, now, record TTL, event.
-_RETRYING = _HSET_JSON + """
-local delays = cjson.decode(redis.call('HGET', KEYS[1], 'retryDelays') or '[]')
-delays[#delays + 1] = tonumber(ARGV[2])
-redis.call('HSET', KEYS[1], 'state', 'retrying', 'error', ARGV[1], 'retryDelays', cjson.encode(delays),
-           'updatedAt', ARGV[3])
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
-emit(KEYS[2], tonumber(ARGV[4]), 'state', ARGV[5])
-return 1
-"""
 
 
 def as_stored(fields: dict[str, Any]) -> dict[str, str]:
@@ -226,18 +92,19 @@ def client(cfg: Settings | None = None) -> redis.Redis:
     return _client((cfg or settings()).redis_url)
 
 
-@lru_cache(maxsize=16)
-def _script(url: str, source: str):
-    return _client(url).register_script(source)
-
-
-def script(source: str):
-    """A Lua script registered once per client (EVALSHA, loaded on first use)."""
-    return _script(settings().redis_url, source)
-
-
-def _event(state: str, **fields: Any) -> str:
+def _event(state: State, **fields: Any) -> str:
+    """A change of state as its event stream keeps it (JSON)."""
     return json.dumps({"state": state, "at": now_iso(), **fields})
+
+
+def _job_keys(job_id: str) -> list[str]:
+    """KEYS of the scripts that change one job: its record and its event stream."""
+    return [layout.job_key(job_id), layout.events_key(job_id)]
+
+
+def _run(name: str, keys: list[str], args: list[Any]) -> Any:
+    """Run Lua script ``name`` (``mobius_preview/lua``) on the shared client: one round trip."""
+    return scripts.script(name, client())(keys=keys, args=args)
 
 
 def _record_fields(payload: dict[str, Any], now: str, now_ts: float) -> dict[str, Any]:
@@ -248,7 +115,7 @@ def _record_fields(payload: dict[str, Any], now: str, now_ts: float) -> dict[str
         "priority": payload.get("priority", layout.DEFAULT_PRIORITY),
         "dryRun": bool(payload.get("dryRun")),
         "webhook": (payload.get("webhook") or {}).get("url"),
-        "state": "queued",
+        "state": State.QUEUED,
         "attempts": "0",
         "submittedAt": now,
         "submittedTs": repr(now_ts),
@@ -271,7 +138,9 @@ def accept_many(payloads: list[dict[str, Any]], messages: list[list[Command]], *
     now, now_ts = now_iso(), time.time()
     keys = layout.queue_keys(cfg)
     topic, body = (events[1], events[2]) if events else ("", "")
-    args: list[Any] = [cfg.queue_max, "1" if replay else "0", cfg.record_ttl, topic, body, now]
+    args: list[Any] = [len(keys), cfg.queue_max, "1" if replay else "0", cfg.record_ttl, layout.EVENTS_MAXLEN,
+                       topic, body, _event(State.QUEUED, at=now), states.words(states.SUBMITTABLE_AGAIN),
+                       states.words(states.REPLAYABLE)]
     written = []
     for payload, commands in zip(payloads, messages, strict=True):
         if len(commands) != 1 or commands[0][0] != "lpush":
@@ -280,7 +149,7 @@ def accept_many(payloads: list[dict[str, Any]], messages: list[list[Command]], *
         keys.extend((layout.job_key(payload["jobId"], cfg), queue, layout.events_key(payload["jobId"], cfg)))
         written.append(_record_fields(payload, now, now_ts))
         args.extend((_text(written[-1]), body))
-    out = script(_ACCEPT)(keys=keys, args=args)
+    out = _run("accept", keys, args)
     if cfg.accept_replicas and any(item.startswith("claimed:") for item in out):
         # Accepted only once a replica has it too, so losing the master loses no accepted job.
         confirmed = client().execute_command("WAIT", cfg.accept_replicas, ACCEPT_WAIT_MS)
@@ -308,21 +177,21 @@ def start(job_id: str, *, finished: dict[str, Any] | None = None, max_deliveries
     args = [_text({**fields, "updatedAt": now}), settings().record_ttl, now, max_deliveries,
             _text(_succeeded(finished)) if finished is not None else "",
             _succeeded_event(finished) if finished is not None else "",
-            _event("running", attempt=fields.get("attempts"), worker=fields.get("worker"))]
-    state, deliveries, outcome, submitted, delays, first = script(_START)(
-        keys=[layout.job_key(job_id), layout.events_key(job_id)], args=args)
+            _event(State.RUNNING, attempt=fields.get("attempts"), worker=fields.get("worker")),
+            layout.EVENTS_MAXLEN, states.words(states.ENDED)]
+    state, deliveries, outcome, submitted, delays, first = _run("start", _job_keys(job_id), args)
     return {"state": state, "deliveries": int(deliveries), "outcome": outcome,
             "submittedTs": submitted, "retryDelays": delays, "firstStartedAt": first or now}
 
 
 def _succeeded(outcome: dict[str, Any]) -> dict[str, Any]:
     now = now_iso()
-    return {"state": "succeeded", "finishedAt": now, "finishedTs": repr(time.time()),
+    return {"state": State.SUCCEEDED, "finishedAt": now, "finishedTs": repr(time.time()),
             "updatedAt": now, "error": "", "outcome": outcome}
 
 
 def _succeeded_event(outcome: dict[str, Any]) -> str:
-    return _event("succeeded", key=outcome.get("key"), cacheHit=outcome.get("cacheHit"),
+    return _event(State.SUCCEEDED, key=outcome.get("key"), cacheHit=outcome.get("cacheHit"),
                   duration=outcome.get("duration"))
 
 
@@ -349,22 +218,23 @@ def finish(job_id: str, outcome: dict[str, Any], *, rendered: bool) -> None:
     ``completions`` counts how often the job ran to success (1 unless it ran twice),
     ``renders`` how many of those encoded a video (0 for dry runs and cache hits).
     """
-    script(_FINISH)(keys=[layout.job_key(job_id), layout.events_key(job_id)],
-                    args=["1" if rendered else "0", settings().record_ttl, _text(_succeeded(outcome)),
-                          _succeeded_event(outcome)])
+    _run("finish", _job_keys(job_id), ["1" if rendered else "0", settings().record_ttl,
+                                       _text(_succeeded(outcome)), _succeeded_event(outcome),
+                                       layout.EVENTS_MAXLEN])
 
 
 def retrying(job_id: str, error: str, delay: float) -> None:
     """Mark a job waiting for its retry in ``delay`` seconds, kept in ``retryDelays``."""
-    script(_RETRYING)(keys=[layout.job_key(job_id), layout.events_key(job_id)],
-                      args=[error, repr(delay), now_iso(), settings().record_ttl,
-                            _event("retrying", error=error, retryIn=delay)])
+    fields = {"state": State.RETRYING, "error": error, "updatedAt": now_iso()}
+    _run("retrying", _job_keys(job_id), [_text(fields), repr(delay), settings().record_ttl,
+                                         _event(State.RETRYING, error=error, retryIn=delay),
+                                         layout.EVENTS_MAXLEN])
 
 
 def cancelled(job_id: str) -> None:
     """A running job's render stopped on request: the job ends cancelled."""
-    _change(job_id, "state", _event("cancelled", error="cancelled"),
-            state="cancelled", error="cancelled", finishedAt=now_iso())
+    _change(job_id, "state", _event(State.CANCELLED, error=CANCELLED_ERROR),
+            state=State.CANCELLED, error=CANCELLED_ERROR, finishedAt=now_iso())
 
 
 def progress(job_id: str, stage: str, percent: float) -> None:
@@ -376,14 +246,18 @@ def progress(job_id: str, stage: str, percent: float) -> None:
 
 def _change(job_id: str, kind: str, event: str, **fields: Any) -> None:
     """Set fields of a job and put ``event`` (JSON, of ``kind``: state, progress) on its stream."""
-    script(_CHANGE)(keys=[layout.job_key(job_id), layout.events_key(job_id)],
-                    args=[_text({**fields, "updatedAt": now_iso()}), settings().record_ttl, kind, event])
+    _run("change", _job_keys(job_id), [_text({**fields, "updatedAt": now_iso()}), settings().record_ttl,
+                                       kind, event, layout.EVENTS_MAXLEN])
 
 
 def cancel(job_id: str) -> str:
     """Cancel a job that has not started, or ask its worker to stop it; returns the state found."""
-    return script(_CANCEL)(keys=[layout.job_key(job_id), layout.events_key(job_id)],
-                           args=[now_iso(), settings().record_ttl, _event("cancelled", error="cancelled")])
+    now = now_iso()
+    ended = {"state": State.CANCELLED, "error": CANCELLED_ERROR, "finishedAt": now, "updatedAt": now}
+    return _run("cancel", _job_keys(job_id), [
+        settings().record_ttl, layout.EVENTS_MAXLEN, states.words(states.WAITING),
+        states.words(states.STOPPABLE), _text(ended), _text({"cancelRequested": now, "updatedAt": now}),
+        _event(State.CANCELLED, error=CANCELLED_ERROR)])
 
 
 def events(job_id: str, after: str = "0-0", block: float | None = None,
@@ -402,14 +276,15 @@ def events(job_id: str, after: str = "0-0", block: float | None = None,
 def bury(job_id: str, letter: dict[str, Any], **fields: Any) -> None:
     """Write the dead letter and mark the job dead in one transaction."""
     values = {k: (v if isinstance(v, str) else json.dumps(v)) for k, v in fields.items()}
-    values.update(state="dead", updatedAt=now_iso())
+    values.update(state=State.DEAD, updatedAt=now_iso())
     ttl = settings().record_ttl
     pipe = client().pipeline(transaction=True)
     pipe.hset(layout.dead_key(), job_id, json.dumps(letter))
     pipe.hset(layout.job_key(job_id), mapping=values)
     pipe.expire(layout.job_key(job_id), ttl)
-    pipe.xadd(layout.events_key(job_id), {"type": "state", "data": _event("dead", error=letter.get("error"))},
-              maxlen=layout.EVENTS_MAXLEN, approximate=True)
+    event = _event(State.DEAD, error=letter.get("error"))
+    pipe.xadd(layout.events_key(job_id), {"type": "state", "data": event}, maxlen=layout.EVENTS_MAXLEN,
+              approximate=True)
     pipe.expire(layout.events_key(job_id), ttl)
     pipe.execute()
 

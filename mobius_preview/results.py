@@ -17,15 +17,11 @@ from celery.result import AsyncResult
 
 from . import layout, liveness, records
 from .errors import JobFailed, JobNotFound
+from .states import CELERY_NAMES, ENDED, UNSUCCESSFUL, State
 
-# "failed": how jobs cancelled before they ran were recorded by earlier versions.
-TERMINAL = records.ENDED
 # The longest wait on the job's event stream between two reads of its record (below
 # the Redis client's 5 s socket timeout).
 EVENT_WAIT = 2.0
-
-_CELERY_STATES = {"queued": "PENDING", "running": "STARTED", "retrying": "RETRY",
-                  "succeeded": "SUCCESS", "failed": "FAILURE", "dead": "FAILURE", "cancelled": "REVOKED"}
 
 
 def status(job_id: str) -> dict[str, Any]:
@@ -35,7 +31,7 @@ def status(job_id: str) -> dict[str, Any]:
     if not record:
         raise JobNotFound(job_id)
     seen = None
-    if record.get("state") == "running" and record.get("worker"):
+    if record.get("state") == State.RUNNING and record.get("worker"):
         with records.reaching_redis():
             seen = liveness.last_seen(record["worker"])
     return from_record(job_id, record, worker_seen=seen)
@@ -44,15 +40,14 @@ def status(job_id: str) -> dict[str, Any]:
 def from_record(job_id: str, record: dict[str, str], worker_seen: float | None = None) -> dict[str, Any]:
     """A job's status from its record's fields (as ``records.get`` returns them) and,
     for a running job, when its worker last proved alive."""
-    state = record.get("state", "queued")
+    state = record.get("state", State.QUEUED)
     outcome = json.loads(record["outcome"]) if record.get("outcome") else {}
     return {
         "jobId": job_id,
         "projectId": record.get("projectId"),
         "requestId": record.get("requestId"),
         "priority": record.get("priority", layout.DEFAULT_PRIORITY),
-        # "submitting": a claim left by a client of an earlier version (claim, then publish).
-        "state": "queued" if state == "submitting" else state,
+        "state": state,
         "attempts": int(record.get("attempts") or 0),
         "renders": int(record.get("renders") or 0),
         "completions": int(record.get("completions") or 0),
@@ -92,7 +87,7 @@ def _webhook(record: dict[str, str]) -> dict[str, Any] | None:
 
 
 def _progress(record: dict[str, str], state: str) -> dict[str, Any] | None:
-    if state == "succeeded":
+    if state == State.SUCCEEDED:
         return {"stage": "done", "percent": 100.0}
     if "progressPercent" not in record:
         return None
@@ -114,9 +109,9 @@ def follow(job_id: str, timeout: float = 60.0) -> Iterator[tuple[str, dict[str, 
         for ident, kind, event in news:
             last = ident
             yield kind, event
-            if kind == "state" and event.get("state") in TERMINAL:
+            if kind == "state" and event.get("state") in ENDED:
                 return
-        if not news and status(job_id)["state"] in TERMINAL:
+        if not news and status(job_id)["state"] in ENDED:
             return  # ended without a stream: a record written by an earlier version
 
 
@@ -127,7 +122,7 @@ def wait(job_id: str, timeout: float = 60.0, poll: float | None = None) -> dict[
     accepted from callers of earlier versions and not needed.
     """
     current = status(job_id)
-    if current["state"] not in TERMINAL:
+    if current["state"] not in ENDED:
         for _ in follow(job_id, timeout):
             pass
         current = status(job_id)
@@ -152,22 +147,26 @@ class PreviewResult(AsyncResult):
 
     @property
     def state(self) -> str:  # type: ignore[override]
-        return _CELERY_STATES[status(self.id)["state"]]
+        """The job's state in Celery's words (``states.CELERY_NAMES``)."""
+        return CELERY_NAMES[State(self.job_status()["state"])]
 
-    status = state
+    @property
+    def status(self) -> str:  # type: ignore[override]
+        """Celery's other name for ``state`` (not the module's ``status()``, the job's status)."""
+        return self.state
 
     def ready(self) -> bool:
-        return status(self.id)["state"] in TERMINAL
+        return self.job_status()["state"] in ENDED
 
     def successful(self) -> bool:
-        return status(self.id)["state"] == "succeeded"
+        return self.job_status()["state"] == State.SUCCEEDED
 
     def failed(self) -> bool:
-        return status(self.id)["state"] in ("failed", "dead")
+        return self.job_status()["state"] in UNSUCCESSFUL
 
     def get(self, timeout: float | None = None, propagate: bool = True, **_: Any) -> Any:  # type: ignore[override]
         final = wait(self.id, timeout=3600 if timeout is None else timeout)
-        if final["state"] != "succeeded":
+        if final["state"] != State.SUCCEEDED:
             if propagate:
                 raise JobFailed(self.id, final["state"], final["error"])
             return final

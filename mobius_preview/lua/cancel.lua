@@ -1,0 +1,23 @@
+-- Cancel a job: one waiting to start is cancelled at once; a running one is asked to
+-- stop (its worker watches for the request field and stops the render). Any other
+-- state is left as it is.
+--
+-- KEYS[1] the job's record (hash)   KEYS[2] its event stream
+-- ARGV[1] record TTL, seconds (of the event stream)
+-- ARGV[2] event stream MAXLEN
+-- ARGV[3] states that are cancelled at once (space-separated)
+-- ARGV[4] states that are asked to stop
+-- ARGV[5] fields of a job cancelled at once (JSON object of strings)
+-- ARGV[6] fields of a stop request (JSON object of strings)
+-- ARGV[7] the cancelled event (JSON)
+-- Returns the state it found ('' for no record).
+
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return '' end
+if set_of(ARGV[3])[state] then
+  hset_json(KEYS[1], ARGV[5])
+  emit(KEYS[2], ARGV[2], tonumber(ARGV[1]), 'state', ARGV[7])
+elseif set_of(ARGV[4])[state] then
+  hset_json(KEYS[1], ARGV[6])
+end
+return state

@@ -1,0 +1,15 @@
+-- Fields of a job change and the change goes onto its stream (progress, cancelled
+-- while running).
+--
+-- KEYS[1] the job's record (hash)   KEYS[2] its event stream
+-- ARGV[1] fields to set (JSON object of strings)
+-- ARGV[2] record TTL, seconds
+-- ARGV[3] the event's kind: state or progress
+-- ARGV[4] the event (JSON)
+-- ARGV[5] event stream MAXLEN
+
+local ttl = tonumber(ARGV[2])
+hset_json(KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ttl)
+emit(KEYS[2], ARGV[5], ttl, ARGV[3], ARGV[4])
+return 1
