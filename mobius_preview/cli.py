@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, InvalidPayload, MobiusError
+from .states import State
 
 
 def _print(data: Any) -> None:
@@ -96,7 +97,7 @@ def _follow(job_id: str, timeout: float) -> None:
             if kind == "progress":
                 bar.update(task, completed=event["percent"], description=event["stage"])
             else:
-                done = 100 if event["state"] == "succeeded" else None
+                done = 100 if event["state"] == State.SUCCEEDED else None
                 bar.update(task, description=event["state"], completed=done)
 
 

@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .states import State
+
 DEFAULT_JOBS = ["catan-intro.json", "catan-intro-webm.json", "upstream-full.json",
                 "upstream-minimal.json"]
 
@@ -91,7 +93,7 @@ def run(jobs: list[str] | None = None) -> int:
         print(_table(rows))
         print(f"demo finished in {time.monotonic() - started:.1f} s; "
               f"check any folder with: mobius-preview verify <folder>")
-        return 0 if all(r["state"] == "succeeded" for r in rows) else 1
+        return 0 if all(r["state"] == State.SUCCEEDED for r in rows) else 1
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.wait(timeout=60)

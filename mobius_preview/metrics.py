@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 
 from prometheus_client import (
     CollectorRegistry,
@@ -27,7 +28,19 @@ from prometheus_client.core import GaugeMetricFamily
 
 from . import records
 
-OUTCOMES = ("succeeded", "failed", "retried", "dead", "dry_run", "cache_hit", "invalid", "cancelled")
+
+class Outcome(StrEnum):
+    """How one try of a job ended: the ``outcome`` label of mobius_preview_jobs_total."""
+
+    SUCCEEDED = "succeeded"  # rendered
+    CACHE_HIT = "cache_hit"  # its preview was stored already
+    DRY_RUN = "dry_run"
+    RETRIED = "retried"  # failed; a retry is queued
+    DEAD = "dead"  # dead-lettered
+    INVALID = "invalid"  # dead-lettered: its payload is invalid
+    CANCELLED = "cancelled"
+
+
 # Renders run from a tenth of a second (cache hits, dry runs) to the 10-minute limit.
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, float("inf"))
 WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, float("inf"))
@@ -71,7 +84,7 @@ def job_started(priority: str, submitted_ts: str | None) -> None:
             pass
 
 
-def job_finished(outcome: str, priority: str, seconds: float | None = None) -> None:
+def job_finished(outcome: Outcome, priority: str, seconds: float | None = None) -> None:
     JOBS.labels(outcome, priority).inc()
     if seconds is not None:
         JOB_SECONDS.labels(priority).observe(seconds)
@@ -154,7 +167,7 @@ def registry(include_queues: bool = True) -> CollectorRegistry:
         multiprocess.MultiProcessCollector(reg)
     else:
         for collector in (JOBS, JOB_SECONDS, STAGE_SECONDS, WAIT_SECONDS, IN_PROGRESS, REFUSED, REJECTED,
-                          RECOVERED):
+                          RECOVERED, SEGMENTS):
             reg.register(collector)
     if include_queues:
         reg.register(QueueCollector())

@@ -25,8 +25,10 @@ from .accept import TASK_NAME, submit
 from .app import app
 from .config import settings
 from .errors import Cancelled, InvalidPayload, PermanentError
+from .metrics import Outcome
 from .render.control import Control
 from .schema import validate_payload
+from .states import ENDED, State
 from .watch import JobWatch
 
 log = logging.getLogger("mobius_preview.tasks")
@@ -81,7 +83,7 @@ class PreviewTask(Task):
         if not isinstance(reason, Retry):  # the prefork pool wraps it (ExceptionWithTraceback)
             reason = reason.exc
         delay = float(reason.when)
-        metrics.job_finished("retried", _priority(args[0] if args else None))
+        metrics.job_finished(Outcome.RETRIED, _priority(args[0] if args else None))
         log.warning("job failed (%s); retry in %.1f s", describe(exc), delay)
         try:
             records.retrying(task_id, describe(exc), round(delay, 3))
@@ -111,8 +113,9 @@ class PreviewTask(Task):
         log.error("job dead-lettered after %d attempts (%s): %s", attempts, letter["errorKind"],
                   letter["error"])
         # An invalid payload is dead-lettered like any permanent error, counted apart.
-        metrics.job_finished("invalid" if isinstance(exc, InvalidPayload) else "dead", _priority(payload))
-        _tell_host(payload, task_id, "dead")
+        metrics.job_finished(Outcome.INVALID if isinstance(exc, InvalidPayload) else Outcome.DEAD,
+                             _priority(payload))
+        _tell_host(payload, task_id, State.DEAD)
 
 
 @app.task(bind=True, base=PreviewTask, name=TASK_NAME)
@@ -135,14 +138,14 @@ def render_preview(self: PreviewTask, payload: Any = None, *extra: Any, **unexpe
 
         # 2. Start: count the delivery and mark it running (or, for a cache hit, succeeded).
         record = records.start(job_id, finished=known, max_deliveries=deliveries_limit, **ident,
-                               state="running", attempts=attempt, startedAt=records.now_iso(),
+                               state=State.RUNNING, attempts=attempt, startedAt=records.now_iso(),
                                startedTs=time.time(), worker=self.request.hostname)
-        if record["state"] == "succeeded" and record["outcome"]:
+        if record["state"] == State.SUCCEEDED and record["outcome"]:
             # Redelivered after the job finished but before its message was acked.
             return _summary(json.loads(record["outcome"]))
-        if record["state"] in ("dead", "failed", "cancelled"):
-            if record["state"] != "dead":
-                metrics.job_finished("cancelled", ident["priority"])  # cancelled before it ran
+        if record["state"] in ENDED - {State.SUCCEEDED}:
+            if record["state"] != State.DEAD:
+                metrics.job_finished(Outcome.CANCELLED, ident["priority"])  # cancelled before it ran
             return {"jobId": job_id, "skipped": record["state"]}
         if problem:
             raise PermanentError(problem)
@@ -162,16 +165,17 @@ def render_preview(self: PreviewTask, payload: Any = None, *extra: Any, **unexpe
                     outcome = execute(payload, located, control)
             except Cancelled:
                 records.cancelled(job_id)
-                metrics.job_finished("cancelled", ident["priority"])
+                metrics.job_finished(Outcome.CANCELLED, ident["priority"])
                 log.info("job cancelled while running")
-                _tell_host(payload, job_id, "cancelled")
-                return {"jobId": job_id, "skipped": "cancelled"}
+                _tell_host(payload, job_id, State.CANCELLED)
+                return {"jobId": job_id, "skipped": State.CANCELLED}
             # 4. Finish.
             records.finish(job_id, outcome, rendered=not (outcome["cacheHit"] or outcome["dryRun"]))
-        kind = "dry_run" if outcome["dryRun"] else "cache_hit" if outcome["cacheHit"] else "succeeded"
+        kind = (Outcome.DRY_RUN if outcome["dryRun"] else Outcome.CACHE_HIT if outcome["cacheHit"]
+                else Outcome.SUCCEEDED)
         metrics.job_finished(kind, ident["priority"], seconds=outcome["seconds"])
         log.info("job %s in %.2f s: %s", kind.replace("_", " "), outcome["seconds"], outcome["folder"])
-        _tell_host(payload, job_id, "succeeded")
+        _tell_host(payload, job_id, State.SUCCEEDED)
         return _summary(outcome)
 
 
@@ -237,7 +241,7 @@ def execute(payload: Any, located: Located | None = None, control: Control | Non
             raise
     storage.index_job(job["projectId"], job["jobId"], identified.key, cache_hit=cache_hit)
     metrics.stages(timings)
-    duration, files = _stored(str(folder))
+    duration, files = _length_and_files(str(folder))
     return {
         "jobId": job["jobId"],
         "projectId": job["projectId"],
@@ -252,7 +256,7 @@ def execute(payload: Any, located: Located | None = None, control: Control | Non
 
 
 @lru_cache(maxsize=512)
-def _stored(folder: str) -> tuple[float, dict[str, str]]:
+def _length_and_files(folder: str) -> tuple[float, dict[str, str]]:
     """Length and files of a stored preview. A published preview never changes (its
     folder is named by its content and moved in whole), so a process reads each once."""
     return render.planned_duration(Path(folder)), storage.artifacts(Path(folder))

@@ -33,9 +33,12 @@ from . import layout, records
 from .app import app
 from .config import settings
 from .errors import PermanentError, TransientError
+from .states import State
 
 TASK_NAME = "mobius_preview.deliver_webhook"
-EVENTS = {"succeeded": "preview.succeeded", "dead": "preview.dead", "cancelled": "preview.cancelled"}
+# The job states a host is told of, and the webhook event type of each.
+EVENTS = {State.SUCCEEDED: "preview.succeeded", State.DEAD: "preview.dead",
+          State.CANCELLED: "preview.cancelled"}
 log = logging.getLogger("mobius_preview.webhooks")
 
 
