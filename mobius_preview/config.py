@@ -28,6 +28,9 @@ _REDIS_SCHEMES = {"redis", "rediss", "redis+socket", "unix", "sentinel"}
 
 @dataclass(frozen=True)
 class Settings:
+    """Every setting, parsed. Each default is written once, in ``load`` (none here):
+    the environment variable's name, its default and its check sit on one line."""
+
     redis_url: str
     key_prefix: str
     queue_name: str
@@ -52,15 +55,15 @@ class Settings:
     metrics_port: int | None
     api_keys: tuple[str, ...] = field(repr=False)
     signing_key: str = field(repr=False)
-    sentinel_master: str = ""
-    accept_replicas: int = 0
-    webhook_secret: str = field(default="", repr=False)
-    webhook_allow: tuple[str, ...] = ()
-    webhook_max_tries: int = 8
-    webhook_timeout: int = 5
-    api_max_body: int = 1_000_000
-    render_threads: int = 2
-    segment_days: int = 7
+    sentinel_master: str
+    accept_replicas: int
+    webhook_secret: str = field(repr=False)
+    webhook_allow: tuple[str, ...]
+    webhook_max_tries: int
+    webhook_timeout: int
+    render_threads: int
+    segment_days: int
+    api_max_body: int = 1_000_000  # bytes of a request body the API reads (no variable)
 
     @property
     def redis_url_masked(self) -> str:

@@ -64,6 +64,14 @@ class EncoderError(TransientError):
     """ffmpeg failed for a reason that is not the job's fault; carries ffmpeg's output."""
 
 
+class WebhookRefused(PermanentError):
+    """A webhook's target may not be called (a private address, a redirect): never retried."""
+
+
+class WebhookFailed(TransientError):
+    """A webhook's receiver did not accept the delivery (not 2xx): retried."""
+
+
 class Cancelled(MobiusError):
     """A running render was stopped because its job was cancelled: neither retried nor
     dead-lettered; the job ends ``cancelled``."""

@@ -32,7 +32,7 @@ from standardwebhooks import Webhook
 from . import layout, records
 from .app import app
 from .config import settings
-from .errors import PermanentError, TransientError
+from .errors import WebhookFailed, WebhookRefused
 from .states import State
 
 TASK_NAME = "mobius_preview.deliver_webhook"
@@ -40,14 +40,6 @@ TASK_NAME = "mobius_preview.deliver_webhook"
 EVENTS = {State.SUCCEEDED: "preview.succeeded", State.DEAD: "preview.dead",
           State.CANCELLED: "preview.cancelled"}
 log = logging.getLogger("mobius_preview.webhooks")
-
-
-class WebhookRefused(PermanentError):
-    """The target may not be called (a private address, a redirect): never retried."""
-
-
-class WebhookFailed(TransientError):
-    """The receiver did not accept the delivery (not 2xx): retried."""
 
 
 def _allowed(host: str, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
@@ -115,8 +107,10 @@ class WebhookTask(Task):
     typing = False
     autoretry_for = (WebhookFailed, httpx.TransportError)
     dont_autoretry_for = (WebhookRefused,)
-    retry_backoff = 1
-    retry_backoff_max = 300
+    # The jobs' own backoff (PREVIEW_RETRY_BACKOFF, _MAX), which the visibility timeout
+    # is checked against: a delivery's retry delay, too, must end before it.
+    retry_backoff = settings().retry_backoff
+    retry_backoff_max = settings().retry_backoff_max
     retry_jitter = True
 
     @property
