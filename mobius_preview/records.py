@@ -36,6 +36,11 @@ from .states import State
 
 ACCEPT_WAIT_MS = 1000  # how long acceptance waits for PREVIEW_ACCEPT_REPLICAS replicas
 CANCELLED_ERROR = "cancelled"  # the error a cancelled job's record and event give
+# The fields an ended job's record keeps as they are when the rest is folded into one
+# JSON field (``final``; _lib.lua's fold): those the scripts still read or count after
+# the end (a late duplicate delivery is recognised and counted by them).
+FOLD_KEEPS = ("state", "outcome", "completions", "renders", "deliveries")
+_KEEPS = " ".join(FOLD_KEEPS)
 EVENT_BLOCK = 10.0  # seconds an event-stream reader waits for news before looking again
 
 
@@ -178,7 +183,7 @@ def start(job_id: str, *, finished: dict[str, Any] | None = None, max_deliveries
             _text(_succeeded(finished)) if finished is not None else "",
             _succeeded_event(finished) if finished is not None else "",
             _event(State.RUNNING, attempt=fields.get("attempts"), worker=fields.get("worker")),
-            layout.EVENTS_MAXLEN, states.words(states.ENDED)]
+            layout.EVENTS_MAXLEN, states.words(states.ENDED), settings().events_ttl, _KEEPS]
     state, deliveries, outcome, submitted, delays, first = _run("start", _job_keys(job_id), args)
     return {"state": state, "deliveries": int(deliveries), "outcome": outcome,
             "submittedTs": submitted, "retryDelays": delays, "firstStartedAt": first or now}
@@ -187,7 +192,17 @@ def start(job_id: str, *, finished: dict[str, Any] | None = None, max_deliveries
 def _succeeded(outcome: dict[str, Any]) -> dict[str, Any]:
     now = now_iso()
     return {"state": State.SUCCEEDED, "finishedAt": now, "finishedTs": repr(time.time()),
-            "updatedAt": now, "error": "", "outcome": outcome}
+            "updatedAt": now, "error": "", "outcome": kept_outcome(outcome)}
+
+
+def kept_outcome(outcome: dict[str, Any]) -> dict[str, Any]:
+    """What a record keeps of an outcome: the preview's key and its files' names. Not
+    their paths, which follow from the key wherever the preview is read (results), nor
+    the ids the record holds already: a record is kept for days."""
+    kept = {k: outcome[k] for k in ("key", "dryRun", "cacheHit", "duration", "seconds") if k in outcome}
+    if "artifacts" in outcome:
+        kept["files"] = sorted(outcome["artifacts"])
+    return kept
 
 
 def _succeeded_event(outcome: dict[str, Any]) -> str:
@@ -196,8 +211,17 @@ def _succeeded_event(outcome: dict[str, Any]) -> str:
 
 
 def get(job_id: str) -> dict[str, str] | None:
-    data = client().hgetall(layout.job_key(job_id))
-    return data or None
+    """The job's record as one dict of strings (an ended one unfolded), None when unknown."""
+    return unfold(client().hgetall(layout.job_key(job_id))) or None
+
+
+def unfold(record: dict[str, str]) -> dict[str, str]:
+    """A record's fields with those an ended job folded into ``final`` put back (the
+    loose fields, written later, win)."""
+    if "final" not in record:
+        return record
+    loose = {name: value for name, value in record.items() if name != "final"}
+    return {**json.loads(record["final"]), **loose}
 
 
 def update(job_id: str, **fields: Any) -> None:
@@ -220,7 +244,7 @@ def finish(job_id: str, outcome: dict[str, Any], *, rendered: bool) -> None:
     """
     _run("finish", _job_keys(job_id), ["1" if rendered else "0", settings().record_ttl,
                                        _text(_succeeded(outcome)), _succeeded_event(outcome),
-                                       layout.EVENTS_MAXLEN])
+                                       layout.EVENTS_MAXLEN, settings().events_ttl, _KEEPS])
 
 
 def retrying(job_id: str, error: str, delay: float) -> None:
@@ -233,7 +257,7 @@ def retrying(job_id: str, error: str, delay: float) -> None:
 
 def cancelled(job_id: str) -> None:
     """A running job's render stopped on request: the job ends cancelled."""
-    _change(job_id, "state", _event(State.CANCELLED, error=CANCELLED_ERROR),
+    _change(job_id, "state", _event(State.CANCELLED, error=CANCELLED_ERROR), ends=True,
             state=State.CANCELLED, error=CANCELLED_ERROR, finishedAt=now_iso())
 
 
@@ -244,10 +268,13 @@ def progress(job_id: str, stage: str, percent: float) -> None:
             progressStage=stage, progressPercent=percent)
 
 
-def _change(job_id: str, kind: str, event: str, **fields: Any) -> None:
-    """Set fields of a job and put ``event`` (JSON, of ``kind``: state, progress) on its stream."""
-    _run("change", _job_keys(job_id), [_text({**fields, "updatedAt": now_iso()}), settings().record_ttl,
-                                       kind, event, layout.EVENTS_MAXLEN])
+def _change(job_id: str, kind: str, event: str, *, ends: bool = False, **fields: Any) -> None:
+    """Set fields of a job and put ``event`` (JSON, of ``kind``: state, progress) on its
+    stream; a change that ``ends`` the job leaves the stream only the events window."""
+    cfg = settings()
+    _run("change", _job_keys(job_id), [_text({**fields, "updatedAt": now_iso()}), cfg.record_ttl,
+                                       kind, event, layout.EVENTS_MAXLEN,
+                                       cfg.events_ttl if ends else cfg.record_ttl, _KEEPS if ends else ""])
 
 
 def cancel(job_id: str) -> str:
@@ -257,7 +284,7 @@ def cancel(job_id: str) -> str:
     return _run("cancel", _job_keys(job_id), [
         settings().record_ttl, layout.EVENTS_MAXLEN, states.words(states.WAITING),
         states.words(states.STOPPABLE), _text(ended), _text({"cancelRequested": now, "updatedAt": now}),
-        _event(State.CANCELLED, error=CANCELLED_ERROR)])
+        _event(State.CANCELLED, error=CANCELLED_ERROR), settings().events_ttl, _KEEPS])
 
 
 def events(job_id: str, after: str = "0-0", block: float | None = None,
@@ -274,19 +301,12 @@ def events(job_id: str, after: str = "0-0", block: float | None = None,
 
 
 def bury(job_id: str, letter: dict[str, Any], **fields: Any) -> None:
-    """Write the dead letter and mark the job dead in one transaction."""
-    values = {k: (v if isinstance(v, str) else json.dumps(v)) for k, v in fields.items()}
-    values.update(state=State.DEAD, updatedAt=now_iso())
-    ttl = settings().record_ttl
-    pipe = client().pipeline(transaction=True)
-    pipe.hset(layout.dead_key(), job_id, json.dumps(letter))
-    pipe.hset(layout.job_key(job_id), mapping=values)
-    pipe.expire(layout.job_key(job_id), ttl)
-    event = _event(State.DEAD, error=letter.get("error"))
-    pipe.xadd(layout.events_key(job_id), {"type": "state", "data": event}, maxlen=layout.EVENTS_MAXLEN,
-              approximate=True)
-    pipe.expire(layout.events_key(job_id), ttl)
-    pipe.execute()
+    """Write the dead letter and mark the job dead in one step (its record folded)."""
+    cfg = settings()
+    values = {**fields, "state": State.DEAD, "updatedAt": now_iso()}
+    _run("bury", [layout.dead_key(cfg), *_job_keys(job_id)],
+         [job_id, json.dumps(letter), _text(values), cfg.record_ttl,
+          _event(State.DEAD, error=letter.get("error")), layout.EVENTS_MAXLEN, cfg.events_ttl, _KEEPS])
 
 
 def keep_rejected(reason: str, raw: bytes | str, exc: BaseException | None, *,

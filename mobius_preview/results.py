@@ -15,7 +15,7 @@ from typing import Any
 
 from celery.result import AsyncResult
 
-from . import layout, liveness, records
+from . import layout, liveness, records, storage
 from .errors import JobFailed, JobNotFound
 from .states import CELERY_NAMES, ENDED, UNSUCCESSFUL, State
 
@@ -69,8 +69,19 @@ def from_record(job_id: str, record: dict[str, str], worker_seen: float | None =
         "dryRun": json.loads(record.get("dryRun") or "false"),
         "key": outcome.get("key"),
         "duration": outcome.get("duration"),
-        "artifacts": outcome.get("artifacts") or {},
+        "artifacts": _artifacts(outcome),
     }
+
+
+def _artifacts(outcome: dict[str, Any]) -> dict[str, str]:
+    """A succeeded job's files by name, as paths under this process's DATA_DIR (the
+    preview's folder is named by its key); records of earlier versions kept the paths."""
+    if "artifacts" in outcome:
+        return dict(outcome["artifacts"])
+    if not outcome.get("key"):
+        return {}
+    folder = storage.preview_dir(outcome["key"])
+    return {name: str(folder / name) for name in outcome.get("files", [])}
 
 
 def _iso(ts: float | None) -> str | None:
@@ -100,19 +111,34 @@ def follow(job_id: str, timeout: float = 60.0) -> Iterator[tuple[str, dict[str, 
     deadline = time.monotonic() + timeout
     last = "0-0"
     status(job_id)
+    first = True
     while True:
         left = deadline - time.monotonic()
         if left <= 0:
             raise TimeoutError(f"job {job_id!r} still {status(job_id)['state']} after {timeout:.0f} s")
-        with records.reaching_redis():
-            news = records.events(job_id, after=last, block=min(EVENT_WAIT, left))
+        with records.reaching_redis():  # the first read does not wait: a late reader is answered at once
+            news = records.events(job_id, after=last, block=None if first else min(EVENT_WAIT, left))
+        first = False
         for ident, kind, event in news:
             last = ident
             yield kind, event
             if kind == "state" and event.get("state") in ENDED:
                 return
-        if not news and status(job_id)["state"] in ENDED:
-            return  # ended without a stream: a record written by an earlier version
+        if not news and (current := status(job_id))["state"] in ENDED:
+            yield "state", final_event(current)  # its stream is gone: the events window has passed
+            return
+
+
+def final_event(current: dict[str, Any]) -> dict[str, Any]:
+    """An ended job's last state event, rebuilt from its status for a reader who comes
+    after the events window (PREVIEW_EVENTS_TTL) let the job's stream go: the record,
+    kept PREVIEW_RECORD_TTL, still says how it ended. ``fromRecord`` tells it apart."""
+    event: dict[str, Any] = {"state": current["state"], "at": current["finishedAt"] or current["updatedAt"]}
+    if current["state"] == State.SUCCEEDED:
+        event.update(key=current["key"], cacheHit=current["cacheHit"], duration=current["duration"])
+    else:
+        event["error"] = current["error"]
+    return {**event, "fromRecord": True}
 
 
 def wait(job_id: str, timeout: float = 60.0, poll: float | None = None) -> dict[str, Any]:
@@ -170,5 +196,5 @@ class PreviewResult(AsyncResult):
             if propagate:
                 raise JobFailed(self.id, final["state"], final["error"])
             return final
-        record = records.get(self.id) or {}
-        return json.loads(record.get("outcome") or "{}")
+        return {"jobId": self.id, **{k: final[k] for k in ("key", "cacheHit", "dryRun", "duration")},
+                "artifacts": final["artifacts"]}

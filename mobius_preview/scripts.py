@@ -1,7 +1,7 @@
 """The Lua scripts: one ``.lua`` file each in ``mobius_preview/lua``, loaded here by name.
 
 Each file opens with its KEYS/ARGV contract; ``_lib.lua`` (shared helpers: hset_json,
-emit, set_of) is put in front of every script. A script is registered once per
+emit, set_of, fold) is put in front of every script. A script is registered once per
 client and runs with EVALSHA (its source is sent only when the server lacks it), so
 calling one costs one round trip.
 """
@@ -15,7 +15,7 @@ from typing import Any
 
 from redis.commands.core import Script
 
-NAMES = ("accept", "start", "finish", "change", "cancel", "retrying", "sweep")
+NAMES = ("accept", "start", "finish", "change", "cancel", "retrying", "bury", "sweep")
 
 _registered: weakref.WeakKeyDictionary[Any, dict[str, Script]] = weakref.WeakKeyDictionary()
 

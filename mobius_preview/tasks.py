@@ -142,7 +142,7 @@ def render_preview(self: PreviewTask, payload: Any = None, *extra: Any, **unexpe
                                startedTs=time.time(), worker=self.request.hostname)
         if record["state"] == State.SUCCEEDED and record["outcome"]:
             # Redelivered after the job finished but before its message was acked.
-            return _summary(json.loads(record["outcome"]))
+            return _summary({"jobId": job_id, **json.loads(record["outcome"])})
         if record["state"] in ENDED - {State.SUCCEEDED}:
             if record["state"] != State.DEAD:
                 metrics.job_finished(Outcome.CANCELLED, ident["priority"])  # cancelled before it ran

@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 import uvicorn
-from conftest import RUN_DIR, free_port, tiny_render_job
+from conftest import RUN_DIR, free_port, tiny_render_job, wait_for
 
 from mobius_preview import access
 from mobius_preview.api import create_app
@@ -301,3 +301,20 @@ def test_event_stream_needs_a_key_and_a_known_job(http):
     assert http.get("/v1/previews/nope/events", headers=AUTH).status_code == 404
     bad = http.get("/v1/previews/nope/events", headers=dict(AUTH, **{"Last-Event-ID": "x"}))
     assert bad.status_code == 400
+
+
+def test_a_reader_after_the_events_window_gets_the_final_state(http, worker, settings_env, redis_conn):
+    """The stream goes PREVIEW_EVENTS_TTL after the end (1 s here, so the test sees it go);
+    a reader, fresh or resuming, still gets how the job ended, from its record."""
+    from mobius_preview import layout
+
+    settings_env(PREVIEW_EVENTS_TTL="1")
+    job = tiny_render_job()
+    assert http.post("/v1/previews", json=job, headers=AUTH).status_code == 202
+    events = _sse(http, job["jobId"])
+    assert events[-1]["data"]["state"] == "succeeded" and "fromRecord" not in events[-1]["data"]
+    wait_for(lambda: not redis_conn.exists(layout.events_key(job["jobId"])), timeout=10)
+    for last_id in (None, events[1]["id"]):
+        late = _sse(http, job["jobId"], last_id=last_id)
+        assert [(e["event"], e["data"]["state"]) for e in late] == [("state", "succeeded")], late
+        assert late[0]["data"]["key"] == events[-1]["data"]["key"] and late[0]["data"]["fromRecord"]

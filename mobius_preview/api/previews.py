@@ -105,16 +105,22 @@ async def _events(job_id: str, after: str, request: Request) -> AsyncIterator[di
     """The job's stream from ``after`` on, until its last state (asyncio Redis: no thread held)."""
     conn = records.async_client()
     key = layout.events_key(job_id)
+    block: int | None = None  # the first read does not wait: a late reader is answered at once
     while not await request.is_disconnected():
         # RESP2 with decoded strings (records' clients): [(stream, [(id, fields)])], or None.
-        reply = cast(_XReadReply, await conn.xread({key: after}, block=int(records.EVENT_BLOCK * 1000),
-                                                   count=100))
+        reply = cast(_XReadReply, await conn.xread({key: after}, block=block, count=100))
+        block = int(records.EVENT_BLOCK * 1000)
         for _, entries in reply or []:
             for ident, fields in entries:
                 after = ident
                 yield {"id": ident, "event": fields["type"], "data": fields["data"]}
                 if fields["type"] == "state" and json.loads(fields["data"]).get("state") in states.ENDED:
                     return
+        if not reply:
+            current = await run_in_threadpool(client.status, job_id)
+            if current["state"] in states.ENDED:  # its stream is gone: the events window has passed
+                yield {"event": "state", "data": json.dumps(results.final_event(current))}
+                return
 
 
 @router.delete("/v1/previews/{job_id}", status_code=202,

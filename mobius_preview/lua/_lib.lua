@@ -31,3 +31,26 @@ local function set_of(text)
   for word in string.gmatch(text, '%S+') do set[word] = true end
   return set
 end
+
+-- An ended job's record folded: every field but those in `keep` (a set) moves into
+-- one JSON object, the field `final`, merged under what an earlier fold put there
+-- (loose fields are newer and win). Redis keeps a hash with any value over 64 bytes
+-- as a hashtable, about 70 bytes a field; a finished job keeps its record for days,
+-- so it keeps a few fields and one value instead (mobius_preview.records.get unfolds).
+local function fold(record, keep)
+  local all = redis.call('HGETALL', record)
+  local final, moved = {}, {}
+  for i = 1, #all, 2 do
+    local name, value = all[i], all[i + 1]
+    if name == 'final' then
+      for old, text in pairs(cjson.decode(value)) do
+        if final[old] == nil then final[old] = text end
+      end
+    elseif not keep[name] then
+      final[name] = value
+      moved[#moved + 1] = name
+    end
+  end
+  if #moved > 0 then redis.call('HDEL', record, unpack(moved)) end
+  redis.call('HSET', record, 'final', cjson.encode(final))
+end

@@ -3,20 +3,23 @@
 -- state is left as it is.
 --
 -- KEYS[1] the job's record (hash)   KEYS[2] its event stream
--- ARGV[1] record TTL, seconds (of the event stream)
+-- ARGV[1] record TTL, seconds
 -- ARGV[2] event stream MAXLEN
 -- ARGV[3] states that are cancelled at once (space-separated)
 -- ARGV[4] states that are asked to stop
 -- ARGV[5] fields of a job cancelled at once (JSON object of strings)
 -- ARGV[6] fields of a stop request (JSON object of strings)
 -- ARGV[7] the cancelled event (JSON)
+-- ARGV[8] the stream's TTL once cancelled, seconds (the events window)
+-- ARGV[9] the record's fields left out of its fold once cancelled (space-separated)
 -- Returns the state it found ('' for no record).
 
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return '' end
 if set_of(ARGV[3])[state] then
   hset_json(KEYS[1], ARGV[5])
-  emit(KEYS[2], ARGV[2], tonumber(ARGV[1]), 'state', ARGV[7])
+  emit(KEYS[2], ARGV[2], tonumber(ARGV[8]), 'state', ARGV[7])
+  fold(KEYS[1], set_of(ARGV[9]))
 elseif set_of(ARGV[4])[state] then
   hset_json(KEYS[1], ARGV[6])
 end

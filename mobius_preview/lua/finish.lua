@@ -7,11 +7,14 @@
 -- ARGV[3] the succeeded fields (JSON object of strings)
 -- ARGV[4] the succeeded event (JSON)
 -- ARGV[5] event stream MAXLEN
+-- ARGV[6] the stream's TTL from now on, seconds (the events window of an ended job)
+-- ARGV[7] the record's fields left out of its fold (space-separated)
 
 local ttl = tonumber(ARGV[2])
 redis.call('HINCRBY', KEYS[1], 'completions', 1)
 if ARGV[1] == '1' then redis.call('HINCRBY', KEYS[1], 'renders', 1) end
 hset_json(KEYS[1], ARGV[3])
 redis.call('EXPIRE', KEYS[1], ttl)
-emit(KEYS[2], ARGV[5], ttl, 'state', ARGV[4])
+emit(KEYS[2], ARGV[5], tonumber(ARGV[6]), 'state', ARGV[4])
+fold(KEYS[1], set_of(ARGV[7]))
 return 1

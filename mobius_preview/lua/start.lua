@@ -14,6 +14,8 @@
 -- ARGV[7] the running event (JSON)
 -- ARGV[8] event stream MAXLEN
 -- ARGV[9] the states in which a job has ended (space-separated)
+-- ARGV[10] the stream's TTL once the job has ended here, seconds (the events window)
+-- ARGV[11] the record's fields left out of its fold once ended here (space-separated)
 -- Returns {state before, deliveries, outcome of an ended job, submittedTs,
 -- retryDelays, firstStartedAt}.
 
@@ -34,5 +36,8 @@ end
 hset_table(KEYS[1], fields)
 redis.call('EXPIRE', KEYS[1], ttl)
 emit(KEYS[2], ARGV[8], ttl, 'state', ARGV[7])
-if done then emit(KEYS[2], ARGV[8], ttl, 'state', ARGV[6]) end
+if done then
+  emit(KEYS[2], ARGV[8], tonumber(ARGV[10]), 'state', ARGV[6])
+  fold(KEYS[1], set_of(ARGV[11]))
+end
 return {state or '', tostring(deliveries), '', before[1] or '', before[2] or '', before[3] or ''}
