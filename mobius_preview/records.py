@@ -27,6 +27,7 @@ import redis
 import redis.asyncio
 import redis.asyncio.sentinel
 import redis.sentinel
+from redis.typing import EncodableT
 
 from . import layout, scripts, states
 from .channel import Command
@@ -77,14 +78,16 @@ def connect(*, asynchronous: bool = False, **options: Any) -> Any:
 
 @lru_cache(maxsize=4)
 def _client(url: str) -> redis.Redis:
-    return connect(socket_connect_timeout=2, socket_timeout=5, health_check_interval=15,
-                   retry_on_timeout=True)
+    conn: redis.Redis = connect(socket_connect_timeout=2, socket_timeout=5, health_check_interval=15,
+                                retry_on_timeout=True)
+    return conn
 
 
 @lru_cache(maxsize=4)
 def _async_client(url: str) -> redis.asyncio.Redis:
-    return connect(asynchronous=True, socket_connect_timeout=2, socket_timeout=EVENT_BLOCK + 5,
-                   health_check_interval=15)
+    conn: redis.asyncio.Redis = connect(asynchronous=True, socket_connect_timeout=2,
+                                        socket_timeout=EVENT_BLOCK + 5, health_check_interval=15)
+    return conn
 
 
 def async_client(cfg: Settings | None = None) -> redis.asyncio.Redis:
@@ -199,7 +202,8 @@ def kept_outcome(outcome: dict[str, Any]) -> dict[str, Any]:
     """What a record keeps of an outcome: the preview's key and its files' names. Not
     their paths, which follow from the key wherever the preview is read (results), nor
     the ids the record holds already: a record is kept for days."""
-    kept = {k: outcome[k] for k in ("key", "dryRun", "cacheHit", "duration", "seconds") if k in outcome}
+    kept: dict[str, Any] = {k: outcome[k] for k in ("key", "dryRun", "cacheHit", "duration", "seconds")
+                            if k in outcome}
     if "artifacts" in outcome:
         kept["files"] = sorted(outcome["artifacts"])
     return kept
@@ -212,7 +216,8 @@ def _succeeded_event(outcome: dict[str, Any]) -> str:
 
 def get(job_id: str) -> dict[str, str] | None:
     """The job's record as one dict of strings (an ended one unfolded), None when unknown."""
-    return unfold(client().hgetall(layout.job_key(job_id))) or None
+    data: dict[str, str] = client().hgetall(layout.job_key(job_id))  # type: ignore[assignment]
+    return unfold(data) or None
 
 
 def unfold(record: dict[str, str]) -> dict[str, str]:
@@ -226,7 +231,7 @@ def unfold(record: dict[str, str]) -> dict[str, str]:
 
 def update(job_id: str, **fields: Any) -> None:
     """Set fields of a job record (creating it when a host bypassed the client)."""
-    values = {
+    values: dict[EncodableT, EncodableT] = {
         k: (v if isinstance(v, str) else json.dumps(v)) for k, v in fields.items() if v is not None
     }
     values["updatedAt"] = now_iso()
@@ -281,10 +286,11 @@ def cancel(job_id: str) -> str:
     """Cancel a job that has not started, or ask its worker to stop it; returns the state found."""
     now = now_iso()
     ended = {"state": State.CANCELLED, "error": CANCELLED_ERROR, "finishedAt": now, "updatedAt": now}
-    return _run("cancel", _job_keys(job_id), [
+    found: str = _run("cancel", _job_keys(job_id), [
         settings().record_ttl, layout.EVENTS_MAXLEN, states.words(states.WAITING),
         states.words(states.STOPPABLE), _text(ended), _text({"cancelRequested": now, "updatedAt": now}),
         _event(State.CANCELLED, error=CANCELLED_ERROR), settings().events_ttl, _KEEPS])
+    return found
 
 
 def events(job_id: str, after: str = "0-0", block: float | None = None,
@@ -294,8 +300,8 @@ def events(job_id: str, after: str = "0-0", block: float | None = None,
     ``block`` seconds: wait that long for one when there is none yet (keep it below
     the client's 5 s socket timeout).
     """
-    reply = client().xread({layout.events_key(job_id): after}, count=count,
-                           block=None if block is None else max(1, int(block * 1000)))
+    reply: Any = client().xread({layout.events_key(job_id): after}, count=count,
+                                block=None if block is None else max(1, int(block * 1000)))
     return [(ident, fields["type"], json.loads(fields["data"])) for _, entries in reply or []
             for ident, fields in entries]
 
