@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from . import layout, logs, metrics, records
@@ -34,10 +36,18 @@ def submit(payload: Any, *, replay: bool = False) -> PreviewResult:
     Raises InvalidPayload (listing every issue), QueueFull or BrokerUnavailable.
     ``replay`` lets a dead job be submitted again (dead-letter replay).
     """
-    result = submit_many([payload], replay=replay)[0]
-    if isinstance(result, MobiusError):
-        raise result
-    return result
+    return _one(submit_many([payload], replay=replay)[0])
+
+
+async def submit_async(payload: Any, *, replay: bool = False) -> PreviewResult:
+    """``submit`` for an event loop (the HTTP API): the same validation and message,
+    and its one Redis round trip awaited on the asyncio client instead of a thread's."""
+    batch = _Batch([payload], replay)
+    if batch.todo:
+        with _reaching_redis():
+            batch.conclude(await records.accept_many_async(batch.jobs, batch.commands, events=batch.events,
+                                                           replay=replay))
+    return _one(batch.results()[0])
 
 
 def submit_many(payloads: list[Any], *, replay: bool = False) -> list[PreviewResult | MobiusError]:
@@ -47,68 +57,110 @@ def submit_many(payloads: list[Any], *, replay: bool = False) -> list[PreviewRes
     error that refused it (InvalidPayload, QueueFull). Duplicates within the call
     count once. Raises BrokerUnavailable when Redis is unreachable (nothing accepted).
     """
-    results: list[PreviewResult | MobiusError | None] = [None] * len(payloads)
-    todo: list[tuple[int, dict[str, Any]]] = []
-    seen: dict[str, int] = {}
-    for i, payload in enumerate(payloads):
-        try:
-            job = validate_payload(payload)
-            if job.get("webhook") and not settings().webhook_secret:
-                raise InvalidPayload([PayloadIssue("$.webhook", "config", "this service has no "
-                                                   "PREVIEW_WEBHOOK_SECRET, so it cannot sign webhooks")])
-        except InvalidPayload as exc:
-            results[i] = exc
-            continue
-        if job["jobId"] not in seen:  # a repeat is filled from the first occurrence below
-            seen[job["jobId"]] = i
-            todo.append((i, job))
-    if todo:
-        _accept(todo, results, replay)
-    for i, payload in enumerate(payloads):
-        if results[i] is None:
-            first = results[seen[payload["jobId"]]]
-            if not isinstance(first, PreviewResult):  # the first was refused (queue full): so is this
-                results[i] = first
-                continue
-            duplicate = PreviewResult(first.id, app=app)
-            duplicate.created, duplicate.priority = False, first.priority
-            results[i] = duplicate
-    return results  # type: ignore[return-value]
+    batch = _Batch(payloads, replay)
+    if batch.todo:
+        with _reaching_redis():
+            batch.conclude(records.accept_many(batch.jobs, batch.commands, events=batch.events,
+                                               replay=replay))
+    return batch.results()
 
 
-def _accept(todo: list[tuple[int, dict[str, Any]]], results: list[Any], replay: bool) -> None:
-    """Build the messages, then record and enqueue the jobs in one script; fill ``results``."""
-    jobs = [job for _, job in todo]
-    queues = [layout.queue(job.get("priority", layout.DEFAULT_PRIORITY)) for job in jobs]
+def _one(result: PreviewResult | MobiusError) -> PreviewResult:
+    if isinstance(result, MobiusError):
+        raise result
+    return result
+
+
+@contextmanager
+def _reaching_redis() -> Iterator[None]:
+    """Redis away: BrokerUnavailable (nothing was accepted), counted as refused."""
     try:
         with records.reaching_redis("the job was not accepted"):
-            outgoing = messages_for([(job, q, _headers(job)) for job, q in zip(jobs, queues, strict=True)])
-            events = sent_events([event for _, event in outgoing if event is not None])
-            verdicts = records.accept_many(jobs, [commands for commands, _ in outgoing], events=events,
-                                           replay=replay)
+            yield
     except BrokerUnavailable:
         metrics.refused("broker")
         raise
-    accepted_events = []
-    for (i, job), queue, (outcome, detail, fields), (_, event) in zip(todo, queues, verdicts, outgoing,
-                                                                      strict=True):
-        if outcome == "full":
-            metrics.refused("queue_full")
-            results[i] = QueueFull(int(detail), settings().queue_max)
-            continue
-        result = PreviewResult(job["jobId"], app=app)
-        result.priority = job.get("priority", layout.DEFAULT_PRIORITY)
-        result.created = outcome == "claimed"
-        if result.created:
-            result.record = records.as_stored(fields)
-        results[i] = result
-        if result.created:
-            if event is not None:
-                accepted_events.append(event)
-            with logs.job_context(**logs.job_fields(job, job["jobId"])):
-                log.info("job submitted to %s", queue)
-    if events is not None and accepted_events and len(accepted_events) < len(jobs):
-        _announce(accepted_events)
+
+
+class _Batch:
+    """One submission's jobs: validated, their messages built (no I/O), then concluded
+    from the accept script's verdicts; the round trip between is the caller's (sync or
+    async), so both ways in share every other step."""
+
+    def __init__(self, payloads: list[Any], replay: bool) -> None:
+        self.payloads, self.replay = payloads, replay
+        self._results: list[PreviewResult | MobiusError | None] = [None] * len(payloads)
+        self.todo: list[tuple[int, dict[str, Any]]] = []
+        self._seen: dict[str, int] = {}
+        for i, payload in enumerate(payloads):
+            try:
+                job = _validated(payload)
+            except InvalidPayload as exc:
+                self._results[i] = exc
+                continue
+            if job["jobId"] not in self._seen:  # a repeat is filled from the first occurrence
+                self._seen[job["jobId"]] = i
+                self.todo.append((i, job))
+        self.jobs = [job for _, job in self.todo]
+        self.queues = [layout.queue(job.get("priority", layout.DEFAULT_PRIORITY)) for job in self.jobs]
+        self.outgoing: list[Outgoing] = []
+        self.events: Command | None = None
+        if self.todo:
+            with _reaching_redis():
+                self.outgoing = messages_for([(job, q, _headers(job))
+                                              for job, q in zip(self.jobs, self.queues, strict=True)])
+                self.events = sent_events([event for _, event in self.outgoing if event is not None])
+
+    @property
+    def commands(self) -> list[list[Command]]:
+        return [commands for commands, _ in self.outgoing]
+
+    def conclude(self, verdicts: list[tuple[str, str, dict[str, Any]]]) -> None:
+        """Each job's result from its verdict (claimed, exists, full)."""
+        accepted_events = []
+        for (i, job), queue, (outcome, detail, fields), (_, event) in zip(
+                self.todo, self.queues, verdicts, self.outgoing, strict=True):
+            if outcome == "full":
+                metrics.refused("queue_full")
+                self._results[i] = QueueFull(int(detail), settings().queue_max)
+                continue
+            result = PreviewResult(job["jobId"], app=app)
+            result.priority = job.get("priority", layout.DEFAULT_PRIORITY)
+            result.created = outcome == "claimed"
+            self._results[i] = result
+            if result.created:
+                result.record = records.as_stored(fields)
+                if event is not None:
+                    accepted_events.append(event)
+                with logs.job_context(**logs.job_fields(job, job["jobId"])):
+                    log.info("job submitted to %s", queue)
+        if self.events is not None and accepted_events and len(accepted_events) < len(self.jobs):
+            _announce(accepted_events)
+
+    def results(self) -> list[PreviewResult | MobiusError]:
+        """One result per payload, in order; a repeat gets its first occurrence's."""
+        out: list[PreviewResult | MobiusError] = []
+        for i, payload in enumerate(self.payloads):
+            result = self._results[i]
+            if result is None:
+                first = self._results[self._seen[payload["jobId"]]]
+                if isinstance(first, PreviewResult):
+                    result = PreviewResult(first.id, app=app)
+                    result.created, result.priority = False, first.priority
+                else:  # the first was refused (queue full): so is this
+                    result = first
+            assert result is not None
+            out.append(result)
+        return out
+
+
+def _validated(payload: Any) -> dict[str, Any]:
+    """The payload checked against the contract and what this service can do."""
+    job = validate_payload(payload)
+    if job.get("webhook") and not settings().webhook_secret:
+        raise InvalidPayload([PayloadIssue("$.webhook", "config", "this service has no "
+                                           "PREVIEW_WEBHOOK_SECRET, so it cannot sign webhooks")])
+    return job
 
 
 def _announce(events: list[dict[str, Any]]) -> None:

@@ -142,6 +142,31 @@ def accept_many(payloads: list[dict[str, Any]], messages: list[list[Command]], *
     """
     if not payloads:
         return []
+    keys, args, written = _accept_call(payloads, messages, events, replay)
+    out = _run("accept", keys, args)
+    if _replicas_needed(out):
+        _replicas_confirmed(client().execute_command("WAIT", settings().accept_replicas, ACCEPT_WAIT_MS))
+    return _verdicts(out, written)
+
+
+async def accept_many_async(payloads: list[dict[str, Any]], messages: list[list[Command]], *,
+                            events: Command | None = None,
+                            replay: bool = False) -> list[tuple[str, str, dict[str, Any]]]:
+    """``accept_many`` on the asyncio client, for an event loop (the API's submissions:
+    the round trip is awaited, no thread is handed the request and no GIL is passed)."""
+    if not payloads:
+        return []
+    keys, args, written = _accept_call(payloads, messages, events, replay)
+    conn = async_client()
+    out = await scripts.script("accept", conn)(keys=keys, args=args)
+    if _replicas_needed(out):
+        _replicas_confirmed(await conn.execute_command("WAIT", settings().accept_replicas, ACCEPT_WAIT_MS))
+    return _verdicts(out, written)
+
+
+def _accept_call(payloads: list[dict[str, Any]], messages: list[list[Command]], events: Command | None,
+                 replay: bool) -> tuple[list[str], list[Any], list[dict[str, Any]]]:
+    """The accept script's KEYS and ARGV, and the fields each job's record is given."""
     cfg = settings()
     now, now_ts = now_iso(), time.time()
     keys = layout.queue_keys(cfg)
@@ -157,14 +182,24 @@ def accept_many(payloads: list[dict[str, Any]], messages: list[list[Command]], *
         keys.extend((layout.job_key(payload["jobId"], cfg), queue, layout.events_key(payload["jobId"], cfg)))
         written.append(_record_fields(payload, now, now_ts))
         args.extend((_text(written[-1]), body))
-    out = _run("accept", keys, args)
-    if cfg.accept_replicas and any(item.startswith("claimed:") for item in out):
-        # Accepted only once a replica has it too, so losing the master loses no accepted job.
-        confirmed = client().execute_command("WAIT", cfg.accept_replicas, ACCEPT_WAIT_MS)
-        if confirmed < cfg.accept_replicas:
-            raise redis.TimeoutError(f"{confirmed} of {cfg.accept_replicas} replicas confirmed the jobs "
-                                     f"within {ACCEPT_WAIT_MS} ms (PREVIEW_ACCEPT_REPLICAS); submit again")
-    return [(*item.split(":", 1), fields) for item, fields in zip(out, written, strict=True)]
+    return keys, args, written
+
+
+def _replicas_needed(out: list[str]) -> bool:
+    """Whether acceptance must wait for PREVIEW_ACCEPT_REPLICAS (some job was claimed)."""
+    return bool(settings().accept_replicas) and any(item.startswith("claimed:") for item in out)
+
+
+def _replicas_confirmed(confirmed: int) -> None:
+    """Accepted only once a replica has it too, so losing the master loses no accepted job."""
+    wanted = settings().accept_replicas
+    if confirmed < wanted:
+        raise redis.TimeoutError(f"{confirmed} of {wanted} replicas confirmed the jobs within "
+                                 f"{ACCEPT_WAIT_MS} ms (PREVIEW_ACCEPT_REPLICAS); submit again")
+
+
+def _verdicts(out: list[str], written: list[dict[str, Any]]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [(*item.split(":", 1), fields) for item, fields in zip(out, written, strict=True)]  # type: ignore[misc]
 
 
 def publish(command: Command) -> None:
