@@ -63,6 +63,10 @@ class Settings:
     webhook_timeout: int
     render_threads: int
     segment_days: int
+    asset_allow: tuple[str, ...]
+    asset_max_bytes: int
+    asset_timeout: int
+    asset_ca_file: Path | None
     api_max_body: int = 1_000_000  # bytes of a request body the API reads (no variable)
 
     @property
@@ -139,6 +143,18 @@ def _binary(env: dict[str, str], name: str) -> str | None:
     return found
 
 
+def _allow_list(env: dict[str, str], name: str) -> tuple[str, ...]:
+    """Hosts, addresses and networks (CIDR) the request-forgery guard lets through."""
+    allow = tuple(a.strip() for a in env.get(name, "").split(",") if a.strip())
+    for entry in allow:
+        if "/" in entry:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ConfigError(f"{name}: {entry!r} is not a network (CIDR)") from None
+    return allow
+
+
 def load(env: dict[str, str] | None = None) -> Settings:
     """Parse and validate settings; raise ConfigError with one line on the first bad one."""
     env = dict(os.environ if env is None else env)
@@ -188,13 +204,10 @@ def load(env: dict[str, str] | None = None) -> Settings:
         except Exception:
             raise ConfigError("PREVIEW_WEBHOOK_SECRET: must be a Standard Webhooks secret "
                               "('whsec_' and base64), as the receiver is given it") from None
-    allow = tuple(a.strip() for a in env.get("PREVIEW_WEBHOOK_ALLOW", "").split(",") if a.strip())
-    for entry in allow:
-        if "/" in entry:
-            try:
-                ipaddress.ip_network(entry, strict=False)
-            except ValueError:
-                raise ConfigError(f"PREVIEW_WEBHOOK_ALLOW: {entry!r} is not a network (CIDR)") from None
+    allow = _allow_list(env, "PREVIEW_WEBHOOK_ALLOW")
+    asset_ca = env.get("PREVIEW_ASSET_CA_FILE", "").strip()
+    if asset_ca and not Path(asset_ca).is_file():
+        raise ConfigError(f"PREVIEW_ASSET_CA_FILE: {asset_ca!r} is not a file (a PEM bundle of CAs)")
 
     return Settings(
         redis_url=_redis_url(env),
@@ -229,6 +242,10 @@ def load(env: dict[str, str] | None = None) -> Settings:
         webhook_timeout=_int(env, "PREVIEW_WEBHOOK_TIMEOUT", 5, minimum=1),
         render_threads=_int(env, "PREVIEW_RENDER_THREADS", os.cpu_count() or 1, minimum=1),
         segment_days=_int(env, "PREVIEW_SEGMENT_DAYS", 7, minimum=1),
+        asset_allow=_allow_list(env, "PREVIEW_ASSET_ALLOW"),
+        asset_max_bytes=_int(env, "PREVIEW_ASSET_MAX_BYTES", 200 * 1024 * 1024, minimum=1),
+        asset_timeout=_int(env, "PREVIEW_ASSET_TIMEOUT", 30, minimum=1),
+        asset_ca_file=Path(asset_ca).resolve() if asset_ca else None,
     )
 
 
