@@ -56,6 +56,15 @@ class AssetError(PermanentError):
     """An asset is missing, unreadable, outside its folder, or fails its checksum."""
 
 
+class AssetUnavailable(TransientError):
+    """An asset's server or store could not be reached, answered 5xx or timed out: retried."""
+
+
+class UrlRefused(PermanentError):
+    """The request-forgery guard will not call a URL (not http(s), a non-public address
+    not allowed, a redirect into one): never retried."""
+
+
 class LimitExceeded(PermanentError):
     """The job asks for more than the service allows (length, size)."""
 
@@ -64,7 +73,7 @@ class EncoderError(TransientError):
     """ffmpeg failed for a reason that is not the job's fault; carries ffmpeg's output."""
 
 
-class WebhookRefused(PermanentError):
+class WebhookRefused(UrlRefused):
     """A webhook's target may not be called (a private address, a redirect): never retried."""
 
 
