@@ -81,6 +81,36 @@ class WebhookFailed(TransientError):
     """A webhook's receiver did not accept the delivery (not 2xx): retried."""
 
 
+class StoreError(MobiusError):
+    """Base of the object store's errors (PREVIEW_STORAGE_URL)."""
+
+
+class ObjectMissing(StoreError, PermanentError, LookupError):
+    """The key is not in the store (404): waiting will not bring it."""
+
+    def __init__(self, key: str, detail: str = ""):
+        self.key = key
+        self.detail = detail
+        super().__init__(f"object not found: {key}")
+
+
+class ObjectExists(StoreError):
+    """A create-only write found the key taken (HTTP 412): another writer published first."""
+
+
+class StoreUnavailable(StoreError, TransientError):
+    """The store did not answer or answered 5xx (refused, reset, timeout): retried."""
+
+
+class StoreConfigError(StoreError, ConfigError):
+    """The store refuses us for our configuration (credentials, bucket, URL); ``variable``
+    names the setting to fix. Not the job's fault: a job meeting it is retried."""
+
+    def __init__(self, message: str, variable: str):
+        self.variable = variable
+        super().__init__(f"{variable}: {message}")
+
+
 class Cancelled(MobiusError):
     """A running render was stopped because its job was cancelled: neither retried nor
     dead-lettered; the job ends ``cancelled``."""
