@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 import obstore
@@ -41,7 +41,10 @@ from obstore.exceptions import (
     PreconditionError,
     UnauthenticatedError,
 )
-from obstore.store import ClientConfig, RetryConfig, S3Config, S3Store
+from obstore.store import S3Store
+
+if TYPE_CHECKING:  # these TypedDicts exist in obstore's stubs only
+    from obstore.store import ClientConfig, RetryConfig, S3Config
 
 from .errors import ObjectExists, ObjectMissing, StoreConfigError, StoreError, StoreUnavailable
 
@@ -122,9 +125,9 @@ class ObjectStore:
             "max_retries": max_retries, "retry_timeout": timedelta(seconds=retry_timeout),
             "backoff": {"init_backoff": timedelta(milliseconds=100),
                         "max_backoff": timedelta(seconds=2), "base": 2}}
-        self._store = S3Store(bucket, config=cast(S3Config, config),
-                              client_options=cast(ClientConfig, client),
-                              retry_config=cast(RetryConfig, retry), credential_provider=credential_provider)
+        self._store = S3Store(bucket, config=cast("S3Config", config),
+                              client_options=cast("ClientConfig", client),
+                              retry_config=cast("RetryConfig", retry), credential_provider=credential_provider)
 
     @classmethod
     def from_url(cls, url: str, env: Mapping[str, str] | None = None, **kw: Any) -> ObjectStore:
