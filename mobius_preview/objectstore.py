@@ -127,7 +127,8 @@ class ObjectStore:
                         "max_backoff": timedelta(seconds=2), "base": 2}}
         self._store = S3Store(bucket, config=cast("S3Config", config),
                               client_options=cast("ClientConfig", client),
-                              retry_config=cast("RetryConfig", retry), credential_provider=credential_provider)
+                              retry_config=cast("RetryConfig", retry),
+                              credential_provider=credential_provider)
 
     @classmethod
     def from_url(cls, url: str, env: Mapping[str, str] | None = None, **kw: Any) -> ObjectStore:
