@@ -158,6 +158,8 @@ def render_preview(self: PreviewTask, payload: Any = None, *extra: Any, **unexpe
         if known is not None:
             outcome = known  # records.start marked the job succeeded already
         else:
+            if isinstance(located, Exception):
+                raise located
             log.info("job started")
             watch = JobWatch(job_id, self.send_event)
             try:
@@ -195,13 +197,14 @@ def locate(payload: Any) -> Located:
     return Located(identified, storage.lookup(identified.key), started)
 
 
-def _look_ahead(payload: Any) -> tuple[Located | None, dict[str, Any] | None]:
-    """The job located and, for a stored preview, its outcome. A failure here is left
-    to meet again in step 3, where failures are retried or dead-lettered."""
+def _look_ahead(payload: Any) -> tuple[Located | Exception, dict[str, Any] | None]:
+    """The job located and, for a stored preview, its outcome. A failure to locate is
+    kept and raised in step 3, where failures are retried or dead-lettered (not located
+    again: an asset server answering 503 is asked once per attempt)."""
     try:
         located = locate(payload)
-    except Exception:
-        return None, None
+    except Exception as exc:
+        return exc, None
     if located.folder is None:
         return located, None
     try:
