@@ -63,6 +63,8 @@ class Settings:
     webhook_timeout: int
     render_threads: int
     segment_days: int
+    storage_url: str  # "" = previews, segments and facts under data_dir; s3://bucket/prefix = there
+    segment_cache_bytes: int
     asset_allow: tuple[str, ...]
     asset_max_bytes: int
     asset_timeout: int
@@ -130,6 +132,15 @@ def _redis_url(env: dict[str, str]) -> str:
             raise ConfigError(f"REDIS_URL: database must be a number, got {db!r}")
     elif not parts.path:
         raise ConfigError(f"REDIS_URL: no socket path in {mask_url(url)!r}")
+    return url
+
+
+def _storage_url(env: dict[str, str]) -> str:
+    """PREVIEW_STORAGE_URL: empty (files under DATA_DIR) or s3://bucket[/prefix]."""
+    url = env.get("PREVIEW_STORAGE_URL", "").strip().rstrip("/")
+    if url and not re.fullmatch(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[A-Za-z0-9._/-]*)?", url):
+        raise ConfigError(f"PREVIEW_STORAGE_URL: must be s3://bucket[/prefix] (bucket: 3-63 of "
+                          f"[a-z0-9.-]; prefix: [A-Za-z0-9._/-]), got {url!r}")
     return url
 
 
@@ -242,6 +253,8 @@ def load(env: dict[str, str] | None = None) -> Settings:
         webhook_timeout=_int(env, "PREVIEW_WEBHOOK_TIMEOUT", 5, minimum=1),
         render_threads=_int(env, "PREVIEW_RENDER_THREADS", os.cpu_count() or 1, minimum=1),
         segment_days=_int(env, "PREVIEW_SEGMENT_DAYS", 7, minimum=1),
+        storage_url=_storage_url(env),
+        segment_cache_bytes=_int(env, "PREVIEW_SEGMENT_CACHE_MB", 2048, minimum=16) * 1024 * 1024,
         asset_allow=_allow_list(env, "PREVIEW_ASSET_ALLOW"),
         asset_max_bytes=_int(env, "PREVIEW_ASSET_MAX_BYTES", 200 * 1024 * 1024, minimum=1),
         asset_timeout=_int(env, "PREVIEW_ASSET_TIMEOUT", 30, minimum=1),

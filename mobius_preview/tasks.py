@@ -13,7 +13,6 @@ import random
 import time
 import traceback
 from functools import lru_cache
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import redis
@@ -186,7 +185,7 @@ class Located(NamedTuple):
     and the stored preview for that key if there is one."""
 
     identified: render.Identified
-    folder: Path | None
+    folder: str | None  # where the stored preview is (storage.lookup)
     started: float
 
 
@@ -228,11 +227,13 @@ def execute(payload: Any, located: Located | None = None, control: Control | Non
     timings: dict[str, float] = {}
     if folder is None:
         control.progress("assets", render.progress.percent("assets"))
+        unknown = storage.pull_facts(identified.assets.values())
         prepared = render.prepare(identified, cfg.max_video_seconds, storage.asset_facts_dir())
+        storage.push_facts(unknown)
         workdir = storage.new_workdir(identified.key)
         try:
             rendered = render.render(prepared, workdir, timeout=cfg.soft_time_limit, control=control,
-                                     segments=storage.segments_dir())
+                                     segments=storage.segment_store())
             timings = rendered["timings"]
             if "output" in rendered:
                 metrics.segments(rendered["output"]["segments"])
@@ -244,7 +245,7 @@ def execute(payload: Any, located: Located | None = None, control: Control | Non
             raise
     storage.index_job(job["projectId"], job["jobId"], identified.key, cache_hit=cache_hit)
     metrics.stages(timings)
-    duration, files = _length_and_files(str(folder))
+    duration, files = _length_and_files(folder)
     return {
         "jobId": job["jobId"],
         "projectId": job["projectId"],
@@ -252,7 +253,7 @@ def execute(payload: Any, located: Located | None = None, control: Control | Non
         "dryRun": bool(job.get("dryRun")),
         "cacheHit": cache_hit,
         "duration": duration,
-        "folder": str(folder),
+        "folder": folder,
         "artifacts": dict(files),
         "seconds": round(time.perf_counter() - started, 4),
     }
@@ -261,8 +262,9 @@ def execute(payload: Any, located: Located | None = None, control: Control | Non
 @lru_cache(maxsize=512)
 def _length_and_files(folder: str) -> tuple[float, dict[str, str]]:
     """Length and files of a stored preview. A published preview never changes (its
-    folder is named by its content and moved in whole), so a process reads each once."""
-    return render.planned_duration(Path(folder)), storage.artifacts(Path(folder))
+    folder is named by its content and put in place whole), so a process reads each once."""
+    stored = storage.stored(folder)
+    return float(stored.manifest["plan"]["duration"]), stored.files
 
 
 def _unexpected(extra: tuple[Any, ...], unexpected: dict[str, Any]) -> str | None:
