@@ -68,14 +68,16 @@ def root() -> Path:
 
 
 @lru_cache(maxsize=4)
-def _store_for(url: str) -> ObjectStore:
+def _store_for(url: str, pid: int) -> ObjectStore:
+    """One client per process: obstore's runtime and connections do not survive a fork
+    (a pool child using its parent's client hangs), so each process makes its own."""
     return ObjectStore.from_url(url)
 
 
 def remote() -> ObjectStore | None:
     """The object store of PREVIEW_STORAGE_URL, or None when files stay under DATA_DIR."""
     url = settings().storage_url
-    return _store_for(url) if url else None
+    return _store_for(url, os.getpid()) if url else None
 
 
 def check() -> str | None:
@@ -92,6 +94,35 @@ def _checked(pattern: re.Pattern[str], value: str, what: str) -> str:
     if not pattern.match(value):
         raise ValueError(f"unsafe {what}: {value!r}")
     return value
+
+
+def check_forked() -> str | None:
+    """``check`` in a forked child, for a process that forks workers afterwards: obstore's
+    runtime, once started in a parent, hangs every request its forked children make."""
+    if not settings().storage_url:
+        return None
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: check, report, leave without running the parent's exit hooks
+        os.close(read)
+        try:
+            answer: dict[str, Any] = {"url": check()}
+        except StoreConfigError as exc:
+            answer = {"config": str(exc).split(": ", 1)[-1], "variable": exc.variable}
+        except BaseException as exc:  # the parent raises it as a StoreError
+            answer = {"error": str(exc) or type(exc).__name__}
+        os.write(write, json.dumps(answer).encode("utf-8"))
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as fh:
+        raw = fh.read()
+    os.waitpid(pid, 0)
+    answer = json.loads(raw or b'{"error": "the store check died"}')
+    if "config" in answer:
+        raise StoreConfigError(answer["config"], answer["variable"])
+    if "error" in answer:
+        raise StoreError(answer["error"])
+    return str(answer["url"])
 
 
 def preview_dir(key: str) -> Path:

@@ -38,7 +38,7 @@ def _check_broker(**_: object) -> None:
     except redis.RedisError as exc:
         sys.exit(f"mobius-preview: REDIS_URL: cannot reach {cfg.redis_url_masked}: {exc}")
     try:
-        storage.check()  # wrong keys or bucket: said now, naming the variable, not at the first job
+        storage.check_forked()  # wrong keys or bucket: said now, naming the variable, not at the first job
     except StoreConfigError as exc:
         sys.exit(f"mobius-preview: {exc}")
     except StoreError as exc:
