@@ -36,7 +36,7 @@ WORK = Path(tempfile.mkdtemp(prefix="mobius-bench-storage-"))
 os.environ.update({"DATA_DIR": str(WORK / "host-a"), "LOG_LEVEL": "WARNING",
                    "ASSETS_DIR": str(HERE.parent / "schemas" / "examples" / "assets")})
 
-from mobius_preview import config, storage, tasks  # noqa: E402
+from mobius_preview import config, storage, tasks
 
 
 def job(steps: int) -> dict:
