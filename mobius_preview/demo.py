@@ -86,7 +86,7 @@ def run(jobs: list[str] | None = None) -> int:
                 "cache": "hit" if st["cacheHit"] else "-",
                 "duration": st["duration"] if st["duration"] is not None else "-",
                 "seconds": _seconds(st),
-                "folder": str(Path(next(iter(st["artifacts"].values()))).parent)
+                "folder": next(iter(st["artifacts"].values())).rsplit("/", 1)[0]
                 if st["artifacts"] else (st["error"] or "-"),
             })
         print()

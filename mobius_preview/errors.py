@@ -56,6 +56,15 @@ class AssetError(PermanentError):
     """An asset is missing, unreadable, outside its folder, or fails its checksum."""
 
 
+class AssetUnavailable(TransientError):
+    """An asset's server or store could not be reached, answered 5xx or timed out: retried."""
+
+
+class UrlRefused(PermanentError):
+    """The request-forgery guard will not call a URL (not http(s), a non-public address
+    not allowed, a redirect into one): never retried."""
+
+
 class LimitExceeded(PermanentError):
     """The job asks for more than the service allows (length, size)."""
 
@@ -64,12 +73,42 @@ class EncoderError(TransientError):
     """ffmpeg failed for a reason that is not the job's fault; carries ffmpeg's output."""
 
 
-class WebhookRefused(PermanentError):
+class WebhookRefused(UrlRefused):
     """A webhook's target may not be called (a private address, a redirect): never retried."""
 
 
 class WebhookFailed(TransientError):
     """A webhook's receiver did not accept the delivery (not 2xx): retried."""
+
+
+class StoreError(MobiusError):
+    """Base of the object store's errors (PREVIEW_STORAGE_URL)."""
+
+
+class ObjectMissing(StoreError, PermanentError, LookupError):
+    """The key is not in the store (404): waiting will not bring it."""
+
+    def __init__(self, key: str, detail: str = ""):
+        self.key = key
+        self.detail = detail
+        super().__init__(f"object not found: {key}")
+
+
+class ObjectExists(StoreError):
+    """A create-only write found the key taken (HTTP 412): another writer published first."""
+
+
+class StoreUnavailable(StoreError, TransientError):
+    """The store did not answer or answered 5xx (refused, reset, timeout): retried."""
+
+
+class StoreConfigError(StoreError, ConfigError):
+    """The store refuses us for our configuration (credentials, bucket, URL); ``variable``
+    names the setting to fix. Not the job's fault: a job meeting it is retried."""
+
+    def __init__(self, message: str, variable: str):
+        self.variable = variable
+        super().__init__(f"{variable}: {message}")
 
 
 class Cancelled(MobiusError):

@@ -13,9 +13,10 @@ from typing import Any
 
 import redis
 
-from . import records
+from . import records, storage
 from .app import app
 from .config import settings
+from .errors import StoreConfigError, StoreError
 from .render import ffmpeg
 
 OLDEST_WAIT_DEGRADED = 300.0  # seconds
@@ -40,6 +41,20 @@ def _workers() -> dict[str, Any]:
         return {"count": 0, "error": str(exc)}
     names = sorted(name for reply in replies for name in reply)
     return {"count": len(names), "names": names}
+
+
+def _store() -> dict[str, Any] | None:
+    """The object store of PREVIEW_STORAGE_URL, reached with one LIST (None: not used)."""
+    if not settings().storage_url:
+        return None
+    start = time.perf_counter()
+    try:
+        url = storage.check()
+    except StoreConfigError as exc:
+        return {"ok": False, "error": str(exc), "variable": exc.variable}
+    except StoreError as exc:
+        return {"ok": False, "error": str(exc)}
+    return {"ok": True, "url": url, "latencyMs": round((time.perf_counter() - start) * 1000, 2)}
 
 
 def check() -> dict[str, Any]:
@@ -75,6 +90,11 @@ def check() -> dict[str, Any]:
             worse("degraded", f"oldest waiting job has waited {oldest:.0f} s")
         if dead:
             worse("degraded", f"{dead} jobs in the dead-letter queue")
+    store = _store()
+    if store is not None:
+        report["store"] = store
+        if not store["ok"]:
+            worse("down", f"object store: {store['error']}")
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(cfg.data_dir).free
     report["disk"] = {"path": str(cfg.data_dir), "freeBytes": free}

@@ -26,7 +26,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 
-from . import records
+from . import objectstore, records
 
 
 class Outcome(StrEnum):
@@ -69,6 +69,25 @@ SEGMENTS = Counter(
     "mobius_preview_segments_total", "Per-step segments a render needed, by kind and whether it made "
     "or reused them", ["kind", "outcome"],
 )
+STORE_SECONDS = Histogram(
+    "mobius_preview_store_request_seconds", "Object store requests (PREVIEW_STORAGE_URL) by operation",
+    ["operation"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, float("inf")),
+)
+STORE_ERRORS = Counter(
+    "mobius_preview_store_errors_total", "Object store requests that failed, by operation and kind "
+    "(missing, exists, unavailable, config, other)", ["operation", "kind"],
+)
+
+
+def store_request(operation: str, seconds: float, error: str | None) -> None:
+    """One object-store request (the store calls this after each): its time, its failure."""
+    STORE_SECONDS.labels(operation).observe(seconds)
+    if error is not None:
+        STORE_ERRORS.labels(operation, error).inc()
+
+
+objectstore.observers.append(store_request)
+
 REFUSED = Counter("mobius_preview_submissions_refused_total", "Submissions refused", ["reason"])
 REJECTED = Counter(
     "mobius_preview_messages_rejected_total", "Messages the worker refused to run (kept as dead letters)",

@@ -124,6 +124,8 @@ def _message(rule: str, path: list[Any], instance: Any, value: Any, fallback: st
     """The sentence for one broken rule on one field (``fallback``: jsonschema's, capped)."""
     if rule == "pattern":
         return _pattern_message(path, instance)
+    if rule == "oneOf":  # only assets use it: a path or a url
+        return "must give exactly one of path and url"
     if rule == "enum":
         return f"must be one of {', '.join(map(str, value))}"
     if rule == "type":
@@ -147,6 +149,9 @@ def _pattern_message(path: list[Any], value: Any) -> str:
         return "must look like WIDTHxHEIGHT, e.g. 1280x720"
     if field == "sha256":
         return "must be 64 hexadecimal characters"
+    if field == "url" and "assets" in path:
+        return ("must be s3://bucket/key (no '..' or empty segments in the key) "
+                "or an http(s):// URL without user or password")
     if field == "url":
         return "must be an http:// or https:// URL"
     if field == "language":

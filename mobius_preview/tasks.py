@@ -13,7 +13,6 @@ import random
 import time
 import traceback
 from functools import lru_cache
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import redis
@@ -162,6 +161,8 @@ def render_preview(self: PreviewTask, payload: Any = None, *extra: Any, **unexpe
         if known is not None:
             outcome = known  # records.start marked the job succeeded already
         else:
+            if isinstance(located, Exception):
+                raise located
             log.info("job started")
             watch = JobWatch(job_id, self.send_event)
             try:
@@ -188,7 +189,7 @@ class Located(NamedTuple):
     and the stored preview for that key if there is one."""
 
     identified: render.Identified
-    folder: Path | None
+    folder: str | None  # where the stored preview is (storage.lookup)
     started: float
 
 
@@ -199,13 +200,14 @@ def locate(payload: Any) -> Located:
     return Located(identified, storage.lookup(identified.key), started)
 
 
-def _look_ahead(payload: Any) -> tuple[Located | None, dict[str, Any] | None]:
-    """The job located and, for a stored preview, its outcome. A failure here is left
-    to meet again in step 3, where failures are retried or dead-lettered."""
+def _look_ahead(payload: Any) -> tuple[Located | Exception, dict[str, Any] | None]:
+    """The job located and, for a stored preview, its outcome. A failure to locate is
+    kept and raised in step 3, where failures are retried or dead-lettered (not located
+    again: an asset server answering 503 is asked once per attempt)."""
     try:
         located = locate(payload)
-    except Exception:
-        return None, None
+    except Exception as exc:
+        return exc, None
     if located.folder is None:
         return located, None
     try:
@@ -229,11 +231,13 @@ def execute(payload: Any, located: Located | None = None, control: Control | Non
     timings: dict[str, float] = {}
     if folder is None:
         control.progress("assets", render.progress.percent("assets"))
+        unknown = storage.pull_facts(identified.assets.values())
         prepared = render.prepare(identified, cfg.max_video_seconds, storage.asset_facts_dir())
+        storage.push_facts(unknown)
         workdir = storage.new_workdir(identified.key)
         try:
             rendered = render.render(prepared, workdir, timeout=cfg.soft_time_limit, control=control,
-                                     segments=storage.segments_dir())
+                                     segments=storage.segment_store())
             timings = rendered["timings"]
             if "output" in rendered:
                 metrics.segments(rendered["output"]["segments"])
@@ -245,7 +249,7 @@ def execute(payload: Any, located: Located | None = None, control: Control | Non
             raise
     storage.index_job(job["projectId"], job["jobId"], identified.key, cache_hit=cache_hit)
     metrics.stages(timings)
-    duration, files = _length_and_files(str(folder))
+    duration, files = _length_and_files(folder)
     return {
         "jobId": job["jobId"],
         "projectId": job["projectId"],
@@ -253,7 +257,7 @@ def execute(payload: Any, located: Located | None = None, control: Control | Non
         "dryRun": bool(job.get("dryRun")),
         "cacheHit": cache_hit,
         "duration": duration,
-        "folder": str(folder),
+        "folder": folder,
         "artifacts": dict(files),
         "seconds": round(time.perf_counter() - started, 4),
     }
@@ -262,8 +266,9 @@ def execute(payload: Any, located: Located | None = None, control: Control | Non
 @lru_cache(maxsize=512)
 def _length_and_files(folder: str) -> tuple[float, dict[str, str]]:
     """Length and files of a stored preview. A published preview never changes (its
-    folder is named by its content and moved in whole), so a process reads each once."""
-    return render.planned_duration(Path(folder)), storage.artifacts(Path(folder))
+    folder is named by its content and put in place whole), so a process reads each once."""
+    stored = storage.stored(folder)
+    return float(stored.manifest["plan"]["duration"]), stored.files
 
 
 def _unexpected(extra: tuple[Any, ...], unexpected: dict[str, Any]) -> str | None:

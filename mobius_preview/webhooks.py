@@ -8,31 +8,30 @@ dead receiver never holds up a render's own steps. The delivery task retries wit
 exponential backoff (Celery's autoretry) and, once out of tries, keeps the delivery
 in ``<name>.webhooks.dead``.
 
-Server-side request forgery: at delivery time the host is resolved and every
-address must be public, unless ``PREVIEW_WEBHOOK_ALLOW`` names the host, the address
-or a network holding it; the request then goes to that checked address (the name
-kept for Host and TLS), and redirects are not followed.
+Server-side request forgery: at delivery time the shared guard (``guard``) resolves
+the host and every address must be public, unless ``PREVIEW_WEBHOOK_ALLOW`` names the
+host, the address or a network holding it; the request then goes to that checked
+address (the name kept for Host and TLS), and redirects are not followed.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import socket
 import uuid
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import httpx
 from celery import Task
 from standardwebhooks import Webhook
 
-from . import layout, records
+from . import guard, layout, records
 from .app import app
 from .config import settings
-from .errors import WebhookFailed, WebhookRefused
+from .errors import UrlRefused, WebhookFailed, WebhookRefused
 from .states import State
 
 TASK_NAME = "mobius_preview.deliver_webhook"
@@ -42,48 +41,15 @@ EVENTS = {State.SUCCEEDED: "preview.succeeded", State.DEAD: "preview.dead",
 log = logging.getLogger("mobius_preview.webhooks")
 
 
-def _allowed(host: str, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    for entry in settings().webhook_allow:
-        if entry.lower() == host.lower():
-            return True
-        try:
-            if address in ipaddress.ip_network(entry, strict=False):
-                return True
-        except ValueError:
-            continue  # a host name that is not this one
-    return False
-
-
-def resolve(url: str) -> tuple[str, int, list[str]]:
-    """The URL's host, port and addresses, each one checked; raises WebhookRefused."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise WebhookRefused(f"webhook {url!r}: not an http(s) URL")
-    host = parts.hostname
-    port = parts.port or (443 if parts.scheme == "https" else 80)
+def resolve(url: str) -> guard.Target:
+    """The webhook's target, every address checked (the shared guard); raises WebhookRefused,
+    or WebhookFailed when the host does not resolve (retried: DNS may come back)."""
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        return guard.check(url, settings().webhook_allow, what="webhook", setting="PREVIEW_WEBHOOK_ALLOW")
+    except UrlRefused as exc:
+        raise WebhookRefused(str(exc)) from None
     except socket.gaierror as exc:
-        raise WebhookFailed(f"webhook host {host!r} does not resolve: {exc}") from None
-    addresses = []
-    for *_, sockaddr in infos:
-        address = ipaddress.ip_address(sockaddr[0])
-        if not address.is_global and not _allowed(host, address):
-            raise WebhookRefused(
-                f"webhook host {host!r} resolves to {address}, a {_kind(address)} address: refused "
-                f"(server-side request forgery guard; PREVIEW_WEBHOOK_ALLOW can allow it)")
-        addresses.append(str(address))
-    return host, port, addresses
-
-
-def _kind(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
-    if address.is_loopback:
-        return "loopback"
-    if address.is_link_local:
-        return "link-local (cloud metadata lives here)"
-    if address.is_private:
-        return "private"
-    return "non-public"
+        raise WebhookFailed(f"webhook host {urlsplit(url).hostname!r} does not resolve: {exc}") from None
 
 
 def notify(job_id: str, url: str | None, state: State, status: dict[str, Any]) -> None:
@@ -138,20 +104,16 @@ class WebhookTask(Task):
 def deliver_webhook(self: WebhookTask, job_id: str, url: str, message_id: str, body: str) -> dict[str, Any]:
     """POST ``body`` to ``url``, signed; 2xx is delivered, anything else is retried."""
     cfg = settings()
-    host, port, addresses = resolve(url)
-    parts = urlsplit(url)
-    address = addresses[0]
-    netloc = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
-    pinned = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
+    target = resolve(url)
+    pinned, headers, extensions = target.pinned(target.addresses[0])
     sent = datetime.now(UTC)
     signature = Webhook(cfg.webhook_secret).sign(message_id, sent, body)
-    headers = {"content-type": "application/json", "host": parts.netloc.rsplit("@", 1)[-1],
-               "webhook-id": message_id, "webhook-timestamp": str(int(sent.timestamp())),
-               "webhook-signature": signature,
-               "user-agent": "mobius-preview-webhooks"}
+    headers.update({"content-type": "application/json",
+                    "webhook-id": message_id, "webhook-timestamp": str(int(sent.timestamp())),
+                    "webhook-signature": signature,
+                    "user-agent": "mobius-preview-webhooks"})
     with httpx.Client(follow_redirects=False, timeout=cfg.webhook_timeout, trust_env=False) as http:
-        response = http.post(pinned, content=body.encode("utf-8"), headers=headers,
-                             extensions={"sni_hostname": host} if parts.scheme == "https" else {})
+        response = http.post(pinned, content=body.encode("utf-8"), headers=headers, extensions=extensions)
     if 300 <= response.status_code < 400:
         raise WebhookRefused(f"webhook {url!r} answered {response.status_code} (a redirect): not followed")
     if not 200 <= response.status_code < 300:

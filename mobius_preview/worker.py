@@ -22,6 +22,7 @@ from celery.worker.consumer import Consumer as CeleryConsumer
 
 from . import channel, liveness, logs, metrics, records, render, schema, storage
 from .config import settings
+from .errors import StoreConfigError, StoreError
 
 log = logging.getLogger("mobius_preview.worker")
 
@@ -38,6 +39,12 @@ def _check_broker(**_: object) -> None:
         records.client().ping()
     except redis.RedisError as exc:
         sys.exit(f"mobius-preview: REDIS_URL: cannot reach {cfg.redis_url_masked}: {exc}")
+    try:
+        storage.check_forked()  # wrong keys or bucket: said now, naming the variable, not at the first job
+    except StoreConfigError as exc:
+        sys.exit(f"mobius-preview: {exc}")
+    except StoreError as exc:
+        sys.exit(f"mobius-preview: PREVIEW_STORAGE_URL: cannot reach {cfg.storage_url}: {exc}")
     schema.warm()
     render.warm()
     channel.on_malformed(lambda raw, exc: keep_rejected("malformed", raw, exc))

@@ -299,7 +299,7 @@ def test_cache_hit_under_a_new_job_id_does_no_encoding(worker, settings_env, tmp
     assert encode_count(tmp_path) == 1
     assert b["renders"] == 0
     stored = Path(b["artifacts"]["manifest.json"]).parent
-    assert storage.find_job(second["projectId"], second["jobId"]) == stored
+    assert storage.find_job(second["projectId"], second["jobId"]) == str(stored)
 
 
 def test_concurrent_renders_of_one_key_end_with_one_complete_copy(tmp_path):
@@ -323,7 +323,7 @@ def test_concurrent_renders_of_one_key_end_with_one_complete_copy(tmp_path):
         t.join()
     assert errors == []
     assert len(set(folders)) == 1
-    assert manifest.verify(folders[0]) == []
+    assert manifest.verify(Path(folders[0])) == []
     assert not [p for p in (storage.root() / "tmp").iterdir() if p.name.startswith(identified.key)]
 
 

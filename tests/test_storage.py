@@ -24,9 +24,9 @@ def test_a_job_is_found_by_its_latest_index_entry():
     assert storage.find_job(project, job) is None
     storage.index_job(project, job, "a" * 64, cache_hit=False)  # the project's folder is made
     storage.index_job(project, f"{job}-other", "a" * 64, cache_hit=False)
-    assert storage.find_job(project, job) == first
+    assert storage.find_job(project, job) == str(first)
     storage.index_job(project, job, "b" * 64, cache_hit=True)  # a redelivered job ran again
-    assert storage.find_job(project, job) == second
+    assert storage.find_job(project, job) == str(second)
     journals = list(storage.index_dir(project).iterdir())
     assert len(journals) == 1 and journals[0].name.endswith(f".{os.getpid()}.jsonl")
     lines = [json.loads(line) for line in journals[0].read_text().splitlines()]
@@ -41,7 +41,7 @@ def test_a_line_cut_short_by_a_crash_is_skipped():
     journal = next(storage.index_dir(project).iterdir())
     with journal.open("a") as fh:
         fh.write('{"jobId": "' + job + '", "key": "dd')  # no end, no newline
-    assert storage.find_job(project, job) == folder
+    assert storage.find_job(project, job) == str(folder)
 
 
 @pytest.mark.parametrize(("project", "job"), [("../x", "j"), ("p", "../../etc/passwd"), ("p", "a/b")])

@@ -22,7 +22,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from ..schema import schema
-from . import errors, files, operators, previews, probes
+from . import errors, files, operators, previews, probes, uploads
 
 __all__ = ["create_app", "serve"]
 
@@ -34,7 +34,7 @@ def create_app() -> FastAPI:
         description="Submit board-game tutorial preview jobs, follow them, fetch their videos.",
     )
     errors.install(app)
-    for area in (previews, files, operators, probes):
+    for area in (previews, files, operators, probes, uploads):
         app.include_router(area.router)
 
     def openapi() -> dict[str, Any]:

@@ -13,7 +13,15 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from ..errors import BrokerUnavailable, InvalidPayload, JobNotFound, QueueFull
+from ..errors import (
+    BrokerUnavailable,
+    InvalidPayload,
+    JobNotFound,
+    ObjectMissing,
+    QueueFull,
+    StoreConfigError,
+    StoreError,
+)
 
 RETRY_AFTER_SECONDS = 30  # what a 429 asks the client to wait
 
@@ -56,12 +64,26 @@ async def _broker_unavailable(_: Request, exc: BrokerUnavailable) -> Response:
     return error(503, "the queue is unavailable; the job was not accepted")
 
 
+async def _object_missing(_: Request, exc: ObjectMissing) -> Response:
+    # Not the detail: it may name the bucket's internals.
+    return error(404, "the preview's file is missing from its store (deleted, or expired by a lifecycle)")
+
+
+async def _store_error(_: Request, exc: StoreError) -> Response:
+    # Unreachable, refusing our keys, or answering oddly: not the request's fault, and
+    # maybe brief. The message may name an internal endpoint: only the variable goes out.
+    hint = f" (check {exc.variable})" if isinstance(exc, StoreConfigError) else ""
+    return error(503, f"the object store is unavailable{hint}", headers={"Retry-After": "5"})
+
+
 HANDLERS: dict[type[Exception], Callable[[Request, Any], Awaitable[Response]]] = {
     Refused: _refused,
     JobNotFound: _job_not_found,
     InvalidPayload: _invalid,
     QueueFull: _queue_full,
     BrokerUnavailable: _broker_unavailable,
+    ObjectMissing: _object_missing,
+    StoreError: _store_error,
 }
 
 

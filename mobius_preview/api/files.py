@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import mimetypes
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request, Security
-from fastapi.responses import FileResponse, HTMLResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, Response, StreamingResponse
 from fastapi.templating import Jinja2Templates
 
-from .. import access, client, data
+from .. import access, client, data, storage
 from ..errors import JobNotFound
 from ..render import artifacts
 from .auth import Reader, key_or_link
@@ -23,25 +23,73 @@ router = APIRouter(responses={403: {"description": "bad or expired signature"}})
 templates = Jinja2Templates(directory=data.path("api", "templates"))  # autoescapes .html
 
 
+CHUNK = 4 << 20  # bytes per read from the object store while streaming a file
+
+
 @dataclass(frozen=True)
 class FinishedPreview:
     status: dict[str, Any]
-    folder: Path
+    stored: storage.Stored  # where each file is: this host's disk or the object store
     files: dict[str, dict[str, Any]]  # the manifest's entries by name, the manifest itself too
     manifest: dict[str, Any]
 
 
 def finished_preview(job_id: str) -> FinishedPreview:
-    """A finished job's preview folder and what its manifest says; JobNotFound until then."""
+    """A finished job's preview and what its manifest says; JobNotFound until then,
+    ObjectMissing (404) when its files are gone, StoreUnavailable (503) when unreachable."""
     status = client.status(job_id)
     path = (status.get("artifacts") or {}).get(artifacts.MANIFEST)
     if not path:
         raise JobNotFound(job_id)
-    folder = Path(path).parent
-    manifest = json.loads((folder / artifacts.MANIFEST).read_text(encoding="utf-8"))
-    files = {f["name"]: f for f in manifest.get("files", [])}
+    stored = storage.stored(path.rsplit("/", 1)[0])
+    manifest = stored.manifest
+    files = {f["name"]: f for f in manifest.get("files", []) if f.get("name") in stored.files}
     files[artifacts.MANIFEST] = {"name": artifacts.MANIFEST, "sha256": None}
-    return FinishedPreview(status, folder, files, manifest)
+    return FinishedPreview(status, stored, files, manifest)
+
+
+def _range(header: str | None, size: int) -> tuple[int, int] | None:
+    """One ``bytes=a-b`` range as [start, end), or None for the whole file; Refused 416."""
+    if not header:
+        return None
+    spec = header.strip()
+    if not spec.startswith("bytes=") or "," in spec:
+        return None  # not one byte range: the whole file, as RFC 9110 allows
+    first, _, last = spec[6:].partition("-")
+    try:
+        if first:
+            start, end = int(first), min(int(last) + 1 if last else size, size)
+        else:
+            start, end = max(size - int(last), 0), size
+    except ValueError:
+        return None
+    if start >= size or start >= end:
+        raise Refused(416, f"range {spec!r} is outside the file's {size} bytes",
+                      headers={"Content-Range": f"bytes */{size}"})
+    return start, end
+
+
+def _streamed(location: str, start: int, end: int) -> Iterator[bytes]:
+    for at in range(start, end, CHUNK):
+        yield storage.read_range(location, at, min(at + CHUNK, end))
+
+
+def _from_store(location: str, request: Request, media: str, headers: dict[str, str]) -> Response:
+    """Stream a file of the object store through the API, honouring one byte range."""
+    size = storage.file_size(location)
+    wanted = _range(request.headers.get("range"), size)
+    start, end = wanted or (0, size)
+    first = storage.read_range(location, start, min(start + CHUNK, end)) if end > start else b""
+
+    def body() -> Iterator[bytes]:  # the first chunk was read before answering: errors are 404/503
+        yield first
+        yield from _streamed(location, start + len(first), end)
+
+    headers = {**headers, "accept-ranges": "bytes", "content-length": str(end - start)}
+    if wanted is None:
+        return StreamingResponse(body(), media_type=media, headers=headers)
+    headers["content-range"] = f"bytes {start}-{end - 1}/{size}"
+    return StreamingResponse(body(), status_code=206, media_type=media, headers=headers)
 
 
 @router.get("/v1/previews/{job_id}/artifacts/{name}", tags=["previews"],
@@ -57,10 +105,15 @@ def artifact(job_id: str, name: str, request: Request) -> Response:
     if etag and request.headers.get("if-none-match") == etag:
         return Response(status_code=304, headers={"ETag": etag})
     media = artifacts.MEDIA_TYPES.get(name) or mimetypes.guess_type(name)[0] or "application/octet-stream"
-    response = FileResponse(preview.folder / name, media_type=media)
-    if etag:
-        response.headers["etag"] = etag
-    response.headers["cache-control"] = "private, max-age=3600"
+    headers = {"cache-control": "private, max-age=3600", **({"etag": etag} if etag else {})}
+    location = preview.stored.files[name]
+    if location.startswith("s3://"):
+        return _from_store(location, request, media, headers)
+    if not Path(location).is_file():
+        raise Refused(404, f"job {job_id!r}: {name!r} is not on this host's disk (another host's "
+                           "DATA_DIR? set PREVIEW_STORAGE_URL on every host)")
+    response = FileResponse(location, media_type=media)
+    response.headers.update(headers)
     return response
 
 

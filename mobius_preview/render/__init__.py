@@ -109,7 +109,7 @@ class _Stages:
 
 
 def render(prepared: Prepared, out: Path, *, timeout: float, control: Control | None = None,
-           segments: Path | None = None, threads: int | None = None) -> dict[str, Any]:
+           segments: Path | SegmentStore | None = None, threads: int | None = None) -> dict[str, Any]:
     """Write the preview (or, for a dry run, only the manifest) into ``out``.
 
     ``control`` follows it (progress) and can stop it (Cancelled). ``segments`` is the
@@ -179,11 +179,13 @@ class _Media:
         """Seconds left of the render's time limit, for the next ffmpeg it starts."""
         return max(0.1, self.deadline - time.monotonic())
 
-    def render(self, folder: Path | None) -> dict[str, Any]:
-        """Everything, given the folder of stored segments (None: a private one, thrown away)."""
+    def render(self, folder: Path | SegmentStore | None) -> dict[str, Any]:
+        """Everything, given the stored segments (a folder, a store, or None: a private
+        folder, thrown away)."""
         plan = self.plan
         self.scratch.mkdir()
-        store = SegmentStore(folder or self.scratch / "segments")
+        store = (folder if isinstance(folder, SegmentStore)
+                 else SegmentStore(folder or self.scratch / "segments"))
         music, music_samples = None, None
         if plan.music is not None:
             with self.stages.stage("music"):
@@ -221,8 +223,10 @@ class _Media:
         codec = encode.CODECS["mp4"]
         videos = segments.video_segments(plan, codec["video"])
         audios = segments.audio_segments(plan, codec["audio"], music_samples)
-        todo_video = [s for s in videos if not _in_store(store, s.key, _video_files(s))]
-        todo_audio = [s for s in audios if not _in_store(store, s.key, (".aac",))]
+        found = store.get_many([(s.key, f) for s in videos for f in _video_files(s)]
+                               + [(s.key, ".aac") for s in audios])
+        todo_video = [s for s in videos if not all(found[s.key, f] for f in _video_files(s))]
+        todo_audio = [s for s in audios if not found[s.key, ".aac"]]
 
         def encode_video(group: list[segments.VideoSegment], pictures: list[Path]) -> None:
             store.write([seg.key for seg in group], ".mp4", lambda tmps: encode.video_run(
@@ -348,11 +352,6 @@ class _Media:
             self._sheet_and_captions(thumbs)
             encoding.finish(self.left(), control.stop)
         return track
-
-
-def _in_store(store: SegmentStore, key: str, suffixes: tuple[str, ...]) -> bool:
-    """Whether the segment store holds every file of a segment (then it is not made again)."""
-    return all(store.get(key, suffix) is not None for suffix in suffixes)
 
 
 def _video_files(seg: segments.VideoSegment) -> tuple[str, ...]:

@@ -1,10 +1,13 @@
 """Resolving a job's assets safely and proving they are usable before any encoding.
 
-An asset path is relative to ``ASSETS_DIR/<projectId>/``. It is resolved with
-symlinks followed and must stay inside that folder, be a regular file of bounded
-size, match its ``sha256`` when one is given, and open (images with Pillow, with a
+An asset ``path`` is relative to ``ASSETS_DIR/<projectId>/``. It is resolved with
+symlinks followed and must stay inside that folder. An asset ``url`` (s3:// or
+http(s)://) is downloaded once per host into a content-addressed cache (``fetch``).
+Either must be a regular file of bounded size, match its ``sha256`` when one is
+given, and open (images with Pillow, with a
 pixel cap against decompression bombs; audio by decoding it with ffmpeg). Every
-failure is an ``AssetError`` naming the asset and the reason: retrying cannot fix it.
+failure is an ``AssetError`` naming the asset and the reason: retrying cannot fix it;
+only a download that met a server error or a timeout (``AssetUnavailable``) is retried.
 """
 
 from __future__ import annotations
@@ -22,8 +25,9 @@ from typing import Any
 
 from PIL import Image
 
+from ..config import settings
 from ..errors import AssetError, EncoderError
-from . import ffmpeg
+from . import fetch, ffmpeg
 
 MAX_IMAGE_PIXELS = 40_000_000  # ~ 8000x5000; far beyond any slide, far below a bomb
 MAX_IMAGE_BYTES = 50 * 1024 * 1024
@@ -107,17 +111,22 @@ def _check_audio(path: Path, where: str) -> tuple[float, float | None]:
 
 
 def locate(project_root: Path, specs: list[dict[str, Any]]) -> dict[str, Asset]:
-    """Resolve, size-check and hash every asset: enough to compute the content key."""
+    """Resolve (or download), size-check and hash every asset: enough for the content key."""
     located: dict[str, Asset] = {}
     for index, spec in enumerate(specs):
         where = _where(index)
-        path = resolve(project_root, spec["path"], where)
-        size = path.stat().st_size
         limit = MAX_IMAGE_BYTES if spec["type"] == "image" else MAX_AUDIO_BYTES
-        if size > limit:
-            raise AssetError(f"{where}: file is {size:,} bytes, the limit is {limit:,}")
-        digest = _sha256(path)
         expected = spec.get("sha256")
+        if spec.get("url"):
+            got = fetch.fetch(spec["url"], f"{where}.url", project_id=project_root.name, sha256=expected,
+                              limit=min(limit, settings().asset_max_bytes))
+            path, digest, size = got.path, got.sha256, got.size
+        else:
+            path = resolve(project_root, spec["path"], where)
+            size = path.stat().st_size
+            if size > limit:
+                raise AssetError(f"{where}: file is {size:,} bytes, the limit is {limit:,}")
+            digest = _sha256(path)
         if expected and expected.lower() != digest:
             raise AssetError(f"{where}.sha256: file's sha256 is {digest}, payload says {expected}")
         located[spec["id"]] = Asset(spec["id"], spec["type"], path, digest, size, where=where)
