@@ -234,13 +234,15 @@ def _succeeded(outcome: dict[str, Any]) -> dict[str, Any]:
 
 
 def kept_outcome(outcome: dict[str, Any]) -> dict[str, Any]:
-    """What a record keeps of an outcome: the preview's key and its files' names. Not
-    their paths, which follow from the key wherever the preview is read (results), nor
-    the ids the record holds already: a record is kept for days."""
-    kept: dict[str, Any] = {k: outcome[k] for k in ("key", "dryRun", "cacheHit", "duration", "seconds")
-                            if k in outcome}
+    """What a record keeps of an outcome: where the preview is (``folder``: a folder or an
+    object-store location) and each file's place under it (``files``), not every file's
+    whole path, nor the ids the record holds already: a record is kept for days."""
+    kept: dict[str, Any] = {k: outcome[k] for k in ("key", "dryRun", "cacheHit", "duration", "seconds",
+                                                    "folder") if k in outcome}
+    folder = str(outcome.get("folder", ""))
     if "artifacts" in outcome:
-        kept["files"] = sorted(outcome["artifacts"])
+        kept["files"] = {name: str(where).removeprefix(f"{folder}/")
+                         for name, where in sorted(outcome["artifacts"].items())}
     return kept
 
 

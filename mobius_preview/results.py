@@ -15,7 +15,7 @@ from typing import Any
 
 from celery.result import AsyncResult
 
-from . import layout, liveness, records, storage
+from . import layout, liveness, records
 from .errors import JobFailed, JobNotFound
 from .states import CELERY_NAMES, ENDED, UNSUCCESSFUL, State
 
@@ -74,14 +74,12 @@ def from_record(job_id: str, record: dict[str, str], worker_seen: float | None =
 
 
 def _artifacts(outcome: dict[str, Any]) -> dict[str, str]:
-    """A succeeded job's files by name, as paths under this process's DATA_DIR (the
-    preview's folder is named by its key); records of earlier versions kept the paths."""
+    """A succeeded job's files by name, each where it is (a path, or an object-store
+    location); records of earlier versions kept these whole."""
     if "artifacts" in outcome:
         return dict(outcome["artifacts"])
-    if not outcome.get("key"):
-        return {}
-    folder = storage.preview_dir(outcome["key"])
-    return {name: str(folder / name) for name in outcome.get("files", [])}
+    folder = outcome.get("folder", "")
+    return {name: f"{folder}/{where}" for name, where in (outcome.get("files") or {}).items()}
 
 
 def _iso(ts: float | None) -> str | None:

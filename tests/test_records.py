@@ -3,6 +3,8 @@ its event stream only for the events window (PREVIEW_EVENTS_TTL), nothing else."
 
 from __future__ import annotations
 
+import json
+
 from conftest import PREFIX, small_job, wait_for
 
 import mobius_preview
@@ -34,7 +36,9 @@ def test_a_succeeded_job_keeps_a_small_folded_record_and_its_stream_for_the_wind
     _assert_ended_keys(redis_conn, job["jobId"])
     assert all(status[name] is not None for name in STATUS_FIELDS), status
     assert {"preview.mp4", "poster.png", "manifest.json"} <= set(status["artifacts"])
-    assert all(path.startswith(str(config.settings().data_dir)) for path in status["artifacts"].values())
+    folder = status["artifacts"]["manifest.json"].rsplit("/", 1)[0]
+    assert all(path.startswith(f"{folder}/") for path in status["artifacts"].values())
+    assert json.loads(redis_conn.hget(layout.job_key(job["jobId"]), "outcome"))["folder"] == folder
     # A record and no stream is what the job costs for the rest of its week (aim: 2 KB).
     assert redis_conn.memory_usage(layout.job_key(job["jobId"]), samples=0) <= 2048
 
@@ -60,8 +64,11 @@ def test_cancelled_before_it_starts_folds(redis_conn, make_job):
 def test_a_late_duplicate_completion_is_still_counted_after_the_fold(make_job, redis_conn):
     job = make_job()
     mobius_preview.submit(job)
+    where = "s3://bucket/pre/previews/" + "a" * 64
     outcome = {"jobId": job["jobId"], "key": "a" * 64, "dryRun": True, "cacheHit": False, "duration": 1.0,
-               "artifacts": {"manifest.json": "/elsewhere/manifest.json"}, "seconds": 0.1}
+               "folder": where, "seconds": 0.1,
+               "artifacts": {"manifest.json": f"{where}/manifest.json",
+                             "poster.png": f"{where}/t1/poster.png"}}
     records.start(job["jobId"], state="running", attempts=1, worker="w1")
     records.finish(job["jobId"], outcome, rendered=False)
     records.start(job["jobId"], state="running", attempts=2, worker="w2")  # ended: changes nothing
@@ -69,9 +76,7 @@ def test_a_late_duplicate_completion_is_still_counted_after_the_fold(make_job, r
     status = results.status(job["jobId"])
     assert (status["completions"], status["renders"], status["state"]) == (2, 1, "succeeded")
     assert status["worker"] == "w1" and status["requestId"] == job["requestId"]
-    # Paths follow from the key under this DATA_DIR, not from where a worker wrote them.
-    assert status["artifacts"] == {"manifest.json": str(config.settings().data_dir / "previews" / ("a" * 64)
-                                                        / "manifest.json")}
+    assert status["artifacts"] == outcome["artifacts"]  # kept as folder + places under it
     assert set(redis_conn.hkeys(layout.job_key(job["jobId"]))) <= {*records.FOLD_KEEPS, "final"}
 
 
