@@ -9,9 +9,11 @@ namespace ``<p><q>``::
                                          in PRIORITIES order (accept script LPUSH, kombu BRPOP)
     <p><q>.webhooks              list    webhook deliveries, a Celery queue (webhooks.notify)
     <p><q>.job:<jobId>           hash    the job's record: state, attempts, times, outcome; expires
-                                         PREVIEW_RECORD_TTL after its last change (records' scripts)
+                                         PREVIEW_RECORD_TTL after its last change (records' scripts);
+                                         once ended, folded: state and counters, the rest in `final`
     <p><q>.job:<jobId>:events    stream  the job's changes in order: type state|progress, data JSON;
-                                         MAXLEN ~EVENTS_MAXLEN, TTL as the record (records, sweep)
+                                         MAXLEN ~EVENTS_MAXLEN; TTL as the record while the job runs,
+                                         PREVIEW_EVENTS_TTL once it has ended (records, sweep)
     <p><q>.dead                  hash    jobId -> dead letter, JSON (records.bury, keep_rejected)
     <p><q>.webhooks.dead         hash    messageId -> webhook delivery given up on (webhooks)
     <p><q>.workers               set     names of workers that have beaten (liveness)
