@@ -34,6 +34,7 @@ import atexit
 import datetime as _dt
 import hashlib
 import hmac
+import http.client
 import os
 import random
 import shutil
@@ -208,8 +209,8 @@ class Server:
             try:
                 if self._request("GET", "/", timeout=1.0) == 200 and self._volumes_registered():
                     return
-            except (OSError, urllib.error.URLError):
-                pass
+            except (OSError, urllib.error.URLError, http.client.HTTPException):
+                pass  # not up yet, or another program has the port (then weed exits: see above)
             if time.monotonic() > deadline:
                 raise StartError(f"weed not ready after {timeout}s:\n{self.log_tail()}")
             time.sleep(delay)
