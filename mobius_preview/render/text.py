@@ -11,7 +11,9 @@ font has is drawn from the last resort (a box) and reported by ``uncovered``.
 
 from __future__ import annotations
 
+import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -23,6 +25,7 @@ import fontpkg_noto_sans_devanagari
 import fontpkg_noto_sans_thai
 import noto_cjk_sans_otc
 from fontTools.ttLib import TTFont
+from icu4py.breakers import CharacterBreaker, LineBreaker
 from PIL import Image, ImageDraw, ImageFont, features
 
 from ..data import fonts_dir
@@ -34,6 +37,7 @@ LINE_SPACING = 1.3
 _JOINERS = {0x200C, 0x200D, 0x20E3, *range(0xFE00, 0xFE10), *range(0x1F3FB, 0x1F400),
             *range(0xE0020, 0xE0080)}
 _REGIONAL = range(0x1F1E6, 0x1F200)
+_SPACES = re.compile(r"[ \t]+")  # collapsed to one space; other spaces (no-break, ideographic) kept
 SHAPING = features.check("raqm")  # False only where libfribidi is missing: see the manifest warning
 
 
@@ -231,29 +235,78 @@ def measure(text: str, size: int, bold: bool = False, language: str = "") -> flo
     return sum(_run_width(run, size, bold, paragraph) for run in runs(text, language))
 
 
+def line_locale(language: str = "") -> str:
+    """The ICU locale that breaks lines for ``language`` (a BCP 47 tag): its own rules
+    (Thai by dictionary, ...) with ``lb=strict``, the classic CJK rules (kinsoku) that
+    also keep small kana and the long-vowel mark off a line's start."""
+    return f"{language.replace('-', '_') or 'und'}@lb=strict"
+
+
+@lru_cache(maxsize=1024)
+def _segments(paragraph: str, locale: str) -> tuple[str, ...]:
+    """The paragraph cut at its line-break opportunities (UAX #14 as ICU tailors it for
+    ``locale``); a segment keeps its trailing spaces. Cached: a slide's text is wrapped
+    again at each font size tried."""
+    return tuple(LineBreaker(paragraph, locale)) if paragraph else ()
+
+
+@lru_cache(maxsize=1024)
+def _may_break(before: str, after: str, locale: str) -> bool:
+    """Whether ICU would let a line end with cluster ``before`` and the next start with
+    ``after`` if a break were needed between them: it is asked about each next to an
+    ideograph, which breaks on both sides of most characters but not before "。", "」"
+    or "ァ" nor after "「" or "("."""
+    ends = next(iter(LineBreaker(f"{before}\u4e00", locale))) == before
+    starts = next(iter(LineBreaker(f"\u4e00{after}", locale))) == "\u4e00"
+    return ends and starts
+
+
+def _split_long(segment: str, fits: Callable[[str], bool], locale: str) -> list[str]:
+    """A segment wider than the line broken between grapheme clusters (never inside
+    one), each piece as long as fits, not cut where a piece would start with closing
+    or end with opening punctuation (unless there is no other cut)."""
+    parts = list(CharacterBreaker(segment, locale))
+    pieces: list[str] = []
+    while parts and not fits("".join(parts)):
+        cut = 1
+        while cut < len(parts) and fits("".join(parts[: cut + 1])):
+            cut += 1
+        cut = next((c for c in range(cut, 0, -1) if _may_break(parts[c - 1], parts[c], locale)), cut)
+        pieces.append("".join(parts[:cut]))
+        parts = parts[cut:]
+    return [*pieces, "".join(parts)] if parts else pieces
+
+
+def _wrap_paragraph(paragraph: str, fits: Callable[[str], bool], locale: str) -> list[str]:
+    """Greedy: each line takes as many break-opportunity segments as fit (trailing
+    spaces hang past the edge); a segment wider than a line is split."""
+    lines: list[str] = []
+    line = ""
+    for segment in _segments(paragraph, locale):
+        if fits((line + segment).rstrip()):
+            line += segment
+            continue
+        if line:
+            lines.append(line.rstrip())
+        *full, line = _split_long(segment, lambda piece: fits(piece.rstrip()), locale) or [""]
+        lines.extend(full)
+    lines.append(line.rstrip())
+    return lines
+
+
 def wrap(text: str, width: int, size: int, bold: bool = False, language: str = "") -> list[str]:
-    """Greedy word wrap; a word longer than a line (or a line of CJK, which has no
-    spaces) is broken between clusters."""
+    """Lines of at most ``width`` pixels, broken where Unicode's line-breaking algorithm
+    (UAX #14, by ICU, tailored for ``language``) allows: between words, between CJK
+    characters but never before closing or after opening punctuation, Thai between
+    dictionary words. Runs of spaces become one; each line in the text is a paragraph."""
+    locale = line_locale(language)
+
+    def fits(line: str) -> bool:
+        return measure(line, size, bold, language) <= width
+
     lines: list[str] = []
     for paragraph in text.splitlines() or [""]:
-        line = ""
-        for word in paragraph.split():
-            candidate = f"{line} {word}".strip()
-            if measure(candidate, size, bold, language) <= width:
-                line = candidate
-                continue
-            if line:
-                lines.append(line)
-            line = ""
-            parts = clusters(word)
-            while parts and measure("".join(parts), size, bold, language) > width:
-                cut = len(parts)
-                while cut > 1 and measure("".join(parts[:cut]), size, bold, language) > width:
-                    cut -= 1
-                lines.append("".join(parts[:cut]))
-                parts = parts[cut:]
-            line = "".join(parts)
-        lines.append(line)
+        lines.extend(_wrap_paragraph(_SPACES.sub(" ", paragraph).strip(), fits, locale))
     return lines
 
 
