@@ -6,7 +6,9 @@ Layout::
     DATA_DIR/index/<projectId>/<day>.<host>.<pid>.jsonl   which key each job ended with
     DATA_DIR/tmp/<key>.<random>/    renders in progress (same file system as previews/)
     DATA_DIR/asset-facts/<sha256>.<type>.json   durations, sizes and loudness of asset files
-    DATA_DIR/segments/<key>.<kind>   rendered steps (video, audio, thumbnail) shared by renders
+    DATA_DIR/segments/<key>.<kind>   rendered steps (video, audio, thumbnail, HLS) shared by renders
+    DATA_DIR/live/<jobId>/          a running job's HLS preview: its playlist so far and the
+                                    segments it lists (hard links into segments/)
 
 A render is written into tmp/ and moved into previews/ with one rename, so a preview
 is either complete or absent; when two workers race on the same key, the first
@@ -56,6 +58,49 @@ def asset_facts_dir() -> Path:
 def segments_dir() -> Path:
     """Where rendered segments are kept by their keys, for the next render that needs them."""
     return root() / "segments"
+
+
+def live_dir(job_id: str) -> Path:
+    """Where a running job's HLS preview is published while it grows."""
+    return root() / "live" / _checked(_ID, job_id, "jobId")
+
+
+def publish_live(job_id: str, files: list[Path], playlist: str, playlist_name: str) -> None:
+    """Publish a running job's HLS preview as it grows: the new segment files first, then
+    the playlist listing them, replaced in one rename, so a player never sees a playlist
+    naming a segment that is not there yet.
+
+    The one place a growing preview is put where players fetch it: an object store
+    (issue 19) puts the same files there, in the same order.
+    """
+    folder = live_dir(job_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in files:
+        target = folder / path.name
+        if target.exists():
+            continue
+        try:
+            target.hardlink_to(path)
+        except FileExistsError:
+            continue
+        except OSError:
+            shutil.copyfile(path, target)
+    tmp = folder / f".{playlist_name}.{os.getpid()}.{threading.get_ident()}"
+    tmp.write_text(playlist, encoding="utf-8")
+    os.replace(tmp, folder / playlist_name)
+
+
+def live_file(job_id: str, name: str) -> Path | None:
+    """A file of a running job's HLS preview, if published (``name`` checked by the caller)."""
+    if Path(name).name != name:
+        return None
+    path = live_dir(job_id) / name
+    return path if path.is_file() else None
+
+
+def drop_live(job_id: str) -> None:
+    """The job ended: its preview (HLS included) is served from previews/ from now on."""
+    shutil.rmtree(live_dir(job_id), ignore_errors=True)
 
 
 def lookup(key: str) -> Path | None:
@@ -160,13 +205,11 @@ def artifacts(folder: Path) -> dict[str, str]:
 
 
 def clean_stale(max_age_seconds: float) -> int:
-    """Remove temp folders left by renders that crashed; returns how many went."""
-    tmp = root() / "tmp"
-    if not tmp.is_dir():
-        return 0
+    """Remove temp folders left by renders that crashed, and the live previews of jobs that
+    never finished (died, or their worker did); returns how many went."""
     cutoff = time.time() - max_age_seconds
     removed = 0
-    for entry in tmp.iterdir():
+    for entry in [*_entries(root() / "tmp"), *_entries(root() / "live")]:
         try:
             if entry.is_dir() and entry.stat().st_mtime < cutoff:
                 shutil.rmtree(entry, ignore_errors=True)
@@ -174,3 +217,7 @@ def clean_stale(max_age_seconds: float) -> int:
         except FileNotFoundError:
             continue
     return removed
+
+
+def _entries(folder: Path) -> list[Path]:
+    return list(folder.iterdir()) if folder.is_dir() else []

@@ -13,7 +13,8 @@ import re
 from pathlib import Path
 
 import imageio_ffmpeg
-from test_segments import pcm, rendered, tone_job, tones  # noqa: F401  (tones: a fixture)
+from test_segments import pcm, rendered, tone_job
+from test_segments import tones as tones  # a fixture
 
 from mobius_preview import render
 from mobius_preview.render import artifacts, ffmpeg, hls, segments
@@ -38,8 +39,8 @@ def test_the_finished_playlist_adds_up_ends_and_plays_end_to_end(tmp_path, tones
     assert {m["name"] for m in data["files"]} >= {artifacts.PLAYLIST, *(n for _, n in listed)}
     # Read end to end (both tracks, every segment) by the ffmpeg that renders and by the wheel's.
     for exe in {ffmpeg.ffmpeg_exe(), imageio_ffmpeg.get_ffmpeg_exe()}:
-        assert ffmpeg.run(["-v", "error", "-i", str(out / artifacts.PLAYLIST), "-map", "0", "-f", "null", "-"],
-                          binary=exe) == "", exe
+        args = ["-v", "error", "-i", str(out / artifacts.PLAYLIST), "-map", "0", "-f", "null", "-"]
+        assert ffmpeg.run(args, binary=exe) == "", exe
 
 
 def test_hls_audio_is_the_mp4_audio_sample_for_sample(tmp_path, tones):
@@ -67,7 +68,8 @@ def test_the_playlist_grows_in_step_order_while_the_render_runs(tmp_path, tones)
     job = tone_job()
     prepared = render.prepare(render.identify(job, tones.parent), 900)
     out.mkdir()
-    render.render(prepared, out, timeout=120, segments=tmp_path / "store", threads=2, control=Control(live=live))
+    render.render(prepared, out, timeout=120, segments=tmp_path / "store", threads=2,
+                  control=Control(live=live))
     steps = len(prepared.plan.slides)
     assert len(calls) == steps
     for count, (files, playlist, finished) in enumerate(calls, start=1):
@@ -83,7 +85,7 @@ def test_the_playlist_grows_in_step_order_while_the_render_runs(tmp_path, tones)
 
 def test_an_edit_publishes_a_playlist_reusing_the_unchanged_segments(tmp_path, tones):
     job = tone_job()
-    _, first = rendered(job, tmp_path / "a", tmp_path / "store")
+    rendered(job, tmp_path / "a", tmp_path / "store")
     edited = copy.deepcopy(job)
     edited["previewRequest"]["steps"][3]["text"] = "Now something else entirely."
     _, second = rendered(edited, tmp_path / "b", tmp_path / "store")
@@ -98,6 +100,6 @@ def test_an_edit_publishes_a_playlist_reusing_the_unchanged_segments(tmp_path, t
     # A length edit moves every later step: those are muxed again (their audio was rendered again too).
     longer = copy.deepcopy(job)
     longer["previewRequest"]["steps"][1]["durationSec"] = 3.0
-    _, third = rendered(longer, tmp_path / "c", tmp_path / "store")
+    rendered(longer, tmp_path / "c", tmp_path / "store")
     c = entries((tmp_path / "c" / artifacts.PLAYLIST).read_text())
     assert all(x[1] != y[1] for x, y in zip(a[2:], c[2:], strict=True))

@@ -249,7 +249,8 @@ class _Media:
         # the first HLS segment is out early. This thread draws the slides meanwhile (Pillow
         # holds the GIL) and hands each run of them, once drawn, to one more thread for its
         # video; then it makes the contact sheet while the encodes finish.
-        audio_runs = segments.runs(todo_audio, self.threads, lambda s: s.end - s.encode_start, first_alone=True)
+        audio_runs = segments.runs(todo_audio, self.threads, lambda s: s.end - s.encode_start,
+                                   first_alone=True)
         video_runs = segments.runs(todo_video, self.threads, lambda s: 1, first_alone=True)
         drawn: dict[int, Image.Image] = {}
         with (self.stages.stage("segments"), ThreadPoolExecutor(max_workers=self.threads) as pool,

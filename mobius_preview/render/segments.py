@@ -201,8 +201,9 @@ def runs(todo: list[S], pieces: int, size: Callable[[S], float], *,
     if not todo:
         return []
     if first_alone:
-        ordered = sorted(todo, key=lambda s: s.index)
-        return [ordered[:1], *runs(ordered[1:], pieces, size)]
+        ordered: list[S] = sorted(todo, key=lambda s: s.index)
+        head: list[list[S]] = [ordered[:1]]
+        return head + runs(ordered[1:], pieces, size)
     target = sum(size(seg) for seg in todo) / max(1, pieces)
     groups: list[list[S]] = []
     length = 0.0
