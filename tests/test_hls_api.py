@@ -52,7 +52,7 @@ def until_playable(http: httpx.Client, job_id: str) -> list[dict[str, Any]]:
             if not line:
                 if "data" in current:
                     events.append(current)
-                    if current["event"] in ("playable",) or current["data"].get("state") in ("succeeded", "dead"):
+                    if current["event"] == "playable" or current["data"].get("state") in ("succeeded", "dead"):
                         break
                 current = {}
             elif not line.startswith(":"):
@@ -128,8 +128,9 @@ class Chromium:
             os.dup2(a, 3)
             os.dup2(b, 4)
 
-        self.proc = subprocess.Popen([binary, f"--user-data-dir={profile}", *self.FLAGS], preexec_fn=child_fds,
-                                     pass_fds=(3, 4), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen([binary, f"--user-data-dir={profile}", *self.FLAGS],
+                                     preexec_fn=child_fds, pass_fds=(3, 4), stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
         os.close(r3)
         os.close(w4)
         self.buf, self.id = b"", 0
@@ -157,7 +158,8 @@ class Chromium:
                 return reply["result"]
 
     def evaluate(self, expression: str) -> Any:
-        return self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True})["result"].get("value")
+        reply = self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True})
+        return reply["result"].get("value")
 
     def close(self) -> None:
         try:
@@ -184,7 +186,8 @@ def test_chromium_plays_the_review_page_while_the_job_still_runs(http, worker, s
     browser = None
     try:
         assert until_playable(http, job_id)[-1]["event"] == "playable"
-        page = str(http.base_url).rstrip("/") + http.get(f"/v1/previews/{job_id}", headers=AUTH).json()["links"]["page"]
+        links = http.get(f"/v1/previews/{job_id}", headers=AUTH).json()["links"]
+        page = str(http.base_url).rstrip("/") + links["page"]
         browser = Chromium(binary, tmp_path / "profile")
         browser.send("Page.enable")
         browser.send("Page.navigate", {"url": page})
