@@ -52,7 +52,8 @@ def until_playable(http: httpx.Client, job_id: str) -> list[dict[str, Any]]:
             if not line:
                 if "data" in current:
                     events.append(current)
-                    if current["event"] == "playable" or current["data"].get("state") in ("succeeded", "dead"):
+                    ended = current["data"].get("state") in ("succeeded", "dead")
+                    if current["event"] == "playable" or ended:
                         break
                 current = {}
             elif not line.startswith(":"):
