@@ -48,7 +48,7 @@ def muxer_exe() -> str:
     (measured with Debian's 5.1); any ffmpeg does a stream copy alike. ffmpeg_exe when
     the wheel has no binary for this platform."""
     try:
-        import imageio_ffmpeg
+        import imageio_ffmpeg  # the wheel's binary, looked up only when a mux needs it
 
         exe: str = imageio_ffmpeg.get_ffmpeg_exe()
         return exe
