@@ -141,6 +141,7 @@ class Ours:
         self.facts = WORK / f"facts-{name}"
         self.last: dict = {}
         self.playable: float | None = None  # seconds from the start to the first HLS segment
+        self.grown: list[float] = []  # seconds from the start to each step's playlist
 
     def render(self, job: dict, *, threads: int | None = None) -> float:
         out = WORK / f"out-{time.monotonic_ns()}"
@@ -149,9 +150,12 @@ class Ours:
         start = time.perf_counter()
         self.playable = None
 
+        self.grown = []
+
         def live(files, playlist):
+            self.grown.append(time.perf_counter() - start)
             if self.playable is None:
-                self.playable = time.perf_counter() - start
+                self.playable = self.grown[0]
 
         def go():
             prepared = render.prepare(render.identify(job, Path(os.environ["ASSETS_DIR"])), 3600, self.facts)
@@ -299,8 +303,10 @@ def playable(rounds: int) -> list[tuple[str, str, str]]:
             ours.forget(facts=True)
             got["first"].append(ours.render(job))
             got["first_playable"].append(ours.playable or float("nan"))
-            got["edit"].append(ours.render(edited(job, (1 + 7 * r) % steps, r)))
-            got["edit_playable"].append(ours.playable or float("nan"))
+            step = (1 + 7 * r) % steps
+            got["edit"].append(ours.render(edited(job, step, r)))
+            # Playable with the change: the playlist lists the edited step (all before it too).
+            got["edit_playable"].append(ours.grown[step] if len(ours.grown) > step else float("nan"))
         med = {k: statistics.median(v) for k, v in got.items()}
         rows += [(f"{name}: first render, assets new: first segment playable",
                   f"{med['first_playable']:.3f} s",
