@@ -58,7 +58,8 @@ def test_video_matches_the_plan(tmp_path, fmt, vcodec, acodec):
     assert manifest.verify(out) == []
     names = {f["name"] for f in data["files"]}
     hls = {n for n in names if artifacts.is_hls(n)}  # MP4: the playlist, an init, a segment a step
-    assert names - hls == {f"preview.{fmt}", "poster.png", "contact-sheet.png", "captions.srt", "captions.vtt"}
+    assert names - hls == {f"preview.{fmt}", "poster.png", "contact-sheet.png", "captions.srt",
+                           "captions.vtt"}
     assert len(hls) == (2 + len(prepared.plan.slides) if fmt == "mp4" else 0)
 
 
