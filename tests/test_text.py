@@ -151,13 +151,22 @@ def test_a_character_no_font_has_is_reported_in_the_manifest(tmp_path):
 
 
 def test_right_to_left_captions_read_right_to_left_in_srt_and_vtt(tmp_path):
-    plan = plan_of(job("he", "2 כללים", "2 שחקנים מניחים יישובים."))
-    srt, vtt = captions.srt(plan), captions.vtt(plan)
-    for document in (srt, vtt):
+    payload = job("he", "2 כללים", "2 שחקנים מניחים יישובים.", image=False)
+    payload["dryRun"] = False  # a real render writes the caption files
+    payload["previewRequest"]["options"].update(resolution="160x90", fps=5)
+    prepared = render.prepare(render.identify(payload, ASSETS), 900)
+    out = tmp_path / "out"
+    out.mkdir()
+    render.render(prepared, out, timeout=60)
+    srt, vtt = captions.srt(prepared.plan), captions.vtt(prepared.plan)
+    for document, name in ((srt, "captions.srt"), (vtt, "captions.vtt")):
         cue = next(line for line in document.splitlines() if "שחקנים" in line)
         # Starts with a digit, whose direction is weak: the mark makes the cue right-to-left.
         assert cue == captions.RLM + "2 שחקנים מניחים יישובים."
-        assert document.encode("utf-8").decode("utf-8") == document
+        # The file a player reads: UTF-8 without a byte-order mark, the mark and the cue in it.
+        written = (out / name).read_bytes()
+        assert written.decode("utf-8") == document, name
+        assert ("\n" + cue + "\n").encode("utf-8") in written and not written.startswith(b"\xef\xbb\xbf")
     latin = plan_of(job("en", "Rules", "Two players place settlements."))
     assert captions.RLM not in captions.srt(latin) + captions.vtt(latin)
 
