@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from pathlib import Path
 from types import ModuleType
@@ -117,10 +117,22 @@ def _cjk_variant(language: str, sample: str) -> str:
 
 def chain(language: str = "", sample: str = "") -> tuple[Face, ...]:
     """The fonts to try, in order, for ``sample`` in ``language`` (a BCP 47 tag)."""
+    return _chain(_cjk_variant(language, sample))
+
+
+@lru_cache(maxsize=8)
+def _chain(variant: str) -> tuple[Face, ...]:
     faces = _faces()
     order = ["Noto Sans", "Noto Sans Arabic", "Noto Sans Hebrew", "Noto Sans Devanagari", "Noto Sans Thai",
-             f"Noto Sans CJK {_cjk_variant(language, sample)}", "Noto Color Emoji", "DejaVu Sans"]
+             f"Noto Sans CJK {variant}", "Noto Color Emoji", "DejaVu Sans"]
     return tuple(faces[name] for name in order)
+
+
+@lru_cache(maxsize=8192)
+def _text_face(cluster: str, variant: str) -> Face | None:
+    """The first font of the chain, emoji aside, that has ``cluster``: found once per
+    character, not at each of the many measurements line breaking makes."""
+    return next((f for f in _chain(variant) if not f.emoji and f.covers(cluster)), None)
 
 
 def last_resort() -> Face:
@@ -167,8 +179,8 @@ class Run:
 
 def runs(text: str, language: str = "") -> list[Run]:
     """The text as runs of one font each, in logical (reading) order."""
-    faces = chain(language, text)
-    emoji = next(f for f in faces if f.emoji)
+    variant = _cjk_variant(language, text)
+    emoji = next(f for f in _chain(variant) if f.emoji)
     out: list[Run] = []
     for cluster in clusters(text):
         current = out[-1].face if out else None
@@ -177,9 +189,9 @@ def runs(text: str, language: str = "") -> list[Run]:
         elif _wants_emoji(cluster) and emoji.covers(cluster):
             face = emoji
         else:
-            found = next((f for f in faces if not f.emoji and f.covers(cluster)), None)
+            found = _text_face(cluster, variant)
             face = found if found is not None else emoji if emoji.covers(cluster) else last_resort()
-        if out and out[-1].face == face:
+        if out and out[-1].face is face:
             out[-1] = Run(out[-1].text + cluster, face)
         else:
             out.append(Run(cluster, face))
@@ -277,21 +289,62 @@ def _split_long(segment: str, fits: Callable[[str], bool], locale: str) -> list[
     return [*pieces, "".join(parts)] if parts else pieces
 
 
-def _wrap_paragraph(paragraph: str, fits: Callable[[str], bool], locale: str) -> list[str]:
-    """Greedy: each line takes as many break-opportunity segments as fit (trailing
-    spaces hang past the edge); a segment wider than a line is split."""
-    lines: list[str] = []
-    line = ""
-    for segment in _segments(paragraph, locale):
-        if fits((line + segment).rstrip()):
-            line += segment
-            continue
-        if line:
-            lines.append(line.rstrip())
-        *full, line = _split_long(segment, lambda piece: fits(piece.rstrip()), locale) or [""]
-        lines.extend(full)
-    lines.append(line.rstrip())
-    return lines
+@dataclass
+class _Lines:
+    """Greedy filling of lines with break-opportunity segments. A segment's width is
+    measured alone and added up: a line is measured whole (shaped, in context) only
+    when that sum comes near the edge and once when it is closed, so the cost grows
+    with the text, not with the text times the line (CJK fonts are slow to shape)."""
+
+    width: int
+    width_of: Callable[[str], float]  # one line, shaped
+    locale: str
+    slack: float  # how far the sum of the parts may be from the whole (kerning, context)
+    lines: list[str] = field(default_factory=list)
+    line: list[str] = field(default_factory=list)
+    estimate: float = 0.0
+
+    def fits(self, text: str) -> bool:
+        return self.width_of(text.rstrip()) <= self.width
+
+    def add(self, segment: str, pending: list[str]) -> None:
+        """Put ``segment`` on the current line, or close the line and start a new one."""
+        cost = self.width_of(segment)
+        if self.line:  # far from the edge by the sum: it fits (checked when the line closes)
+            near = self.estimate + cost > self.width - self.slack
+            room = not near or self.fits("".join(self.line) + segment)
+        else:
+            room = self.fits(segment)
+        if room:
+            self.line.append(segment)
+            self.estimate += cost
+        elif self.line:
+            pending.append(segment)  # first: what the line gives back comes before it
+            self.close(pending)
+        else:  # alone and wider than a line
+            *full, rest = _split_long(segment, self.fits, self.locale)
+            self.lines.extend(piece.rstrip() for piece in full)
+            self.line, self.estimate = [rest], self.width_of(rest)
+
+    def close(self, pending: list[str]) -> None:
+        """End the line, giving back its last segments if the sum misjudged the whole."""
+        while len(self.line) > 1 and not self.fits("".join(self.line)):
+            pending.append(self.line.pop())
+        self.lines.append("".join(self.line).rstrip())
+        self.line, self.estimate = [], 0.0
+
+
+def _wrap_paragraph(paragraph: str, lines: _Lines) -> list[str]:
+    """Each line takes as many segments as fit (trailing spaces hang past the edge); a
+    segment wider than a line is split between grapheme clusters."""
+    pending = list(reversed(_segments(paragraph, lines.locale)))
+    if not pending:
+        lines.close(pending)  # an empty paragraph is an empty line
+    while pending:
+        lines.add(pending.pop(), pending)
+        if not pending:
+            lines.close(pending)  # the last line (it may give segments back)
+    return lines.lines
 
 
 def wrap(text: str, width: int, size: int, bold: bool = False, language: str = "") -> list[str]:
@@ -301,12 +354,13 @@ def wrap(text: str, width: int, size: int, bold: bool = False, language: str = "
     dictionary words. Runs of spaces become one; each line in the text is a paragraph."""
     locale = line_locale(language)
 
-    def fits(line: str) -> bool:
-        return measure(line, size, bold, language) <= width
+    def width_of(line: str) -> float:
+        return measure(line, size, bold, language)
 
     lines: list[str] = []
     for paragraph in text.splitlines() or [""]:
-        lines.extend(_wrap_paragraph(_SPACES.sub(" ", paragraph).strip(), fits, locale))
+        filler = _Lines(width, width_of, locale, slack=size / 4)
+        lines.extend(_wrap_paragraph(_SPACES.sub(" ", paragraph).strip(), filler))
     return lines
 
 
