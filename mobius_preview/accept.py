@@ -67,6 +67,9 @@ def submit_many(payloads: list[Any], *, replay: bool = False) -> list[PreviewRes
     for i, payload in enumerate(payloads):
         if results[i] is None:
             first = results[seen[payload["jobId"]]]
+            if not isinstance(first, PreviewResult):  # the first was refused (queue full): so is this
+                results[i] = first
+                continue
             duplicate = PreviewResult(first.id, app=app)
             duplicate.created, duplicate.priority = False, first.priority
             results[i] = duplicate
@@ -115,7 +118,9 @@ def _announce(events: list[dict[str, Any]]) -> None:
     accepted already: a failure is logged, not raised.
     """
     try:
-        records.publish(sent_events(events))
+        command = sent_events(events)
+        if command is not None:
+            records.publish(command)
     except Exception as exc:
         log.warning("could not send the task-sent events of %d jobs: %s", len(events), exc)
 
@@ -174,6 +179,7 @@ def sent_events(events: list[dict[str, Any]]) -> Command | None:
             for fields in events:
                 dispatcher.send("task-sent", **fields)
             dispatcher.flush()
+    command: Command
     (command,) = sink
     return command
 

@@ -29,7 +29,8 @@ def show(job_id: str) -> dict[str, Any]:
     raw = records.client().hget(layout.dead_key(), job_id)
     if raw is None:
         raise JobNotFound(job_id)
-    return json.loads(raw)
+    letter: dict[str, Any] = json.loads(raw)
+    return letter
 
 
 def replay(job_id: str) -> dict[str, Any]:

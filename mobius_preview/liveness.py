@@ -50,13 +50,14 @@ def sweep(conn: redis.Redis, now: float | None = None, limit: int = 100) -> list
     """Put back the messages of dead workers; returns their job ids."""
     cfg = settings()
     now = time.time() if now is None else now
-    return scripts.script("sweep", conn)(
+    restored: list[str] = scripts.script("sweep", conn)(
         keys=[layout.unacked_key(cfg), layout.unacked_index_key(cfg), layout.workers_key(cfg)],
         args=[now - cfg.stalled_seconds, layout.worker_key("", cfg), layout.held_key("", cfg),
               layout.job_key("", cfg), layout.EVENTS_SUFFIX, layout.key("", cfg), records.now_iso(),
               cfg.record_ttl, limit, layout.EVENTS_MAXLEN, states.words(states.LOST_WITH_WORKER),
               states.State.QUEUED],
     )
+    return restored
 
 
 def forget(conn: redis.Redis, name: str) -> None:

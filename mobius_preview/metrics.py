@@ -126,7 +126,7 @@ def in_progress() -> Iterator[None]:
 class QueueCollector:
     """Waiting jobs, oldest wait and dead letters, read from Redis at each scrape."""
 
-    def collect(self):
+    def collect(self) -> Iterator[GaugeMetricFamily]:
         depth = GaugeMetricFamily(
             "mobius_preview_queue_depth", "Jobs waiting per priority", labels=["priority"]
         )

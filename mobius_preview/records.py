@@ -27,6 +27,7 @@ import redis
 import redis.asyncio
 import redis.asyncio.sentinel
 import redis.sentinel
+from redis.typing import EncodableT
 
 from . import layout, scripts, states
 from .channel import Command
@@ -72,14 +73,16 @@ def connect(*, asynchronous: bool = False, **options: Any) -> Any:
 
 @lru_cache(maxsize=4)
 def _client(url: str) -> redis.Redis:
-    return connect(socket_connect_timeout=2, socket_timeout=5, health_check_interval=15,
-                   retry_on_timeout=True)
+    conn: redis.Redis = connect(socket_connect_timeout=2, socket_timeout=5, health_check_interval=15,
+                                retry_on_timeout=True)
+    return conn
 
 
 @lru_cache(maxsize=4)
 def _async_client(url: str) -> redis.asyncio.Redis:
-    return connect(asynchronous=True, socket_connect_timeout=2, socket_timeout=EVENT_BLOCK + 5,
-                   health_check_interval=15)
+    conn: redis.asyncio.Redis = connect(asynchronous=True, socket_connect_timeout=2,
+                                        socket_timeout=EVENT_BLOCK + 5, health_check_interval=15)
+    return conn
 
 
 def async_client(cfg: Settings | None = None) -> redis.asyncio.Redis:
@@ -196,13 +199,13 @@ def _succeeded_event(outcome: dict[str, Any]) -> str:
 
 
 def get(job_id: str) -> dict[str, str] | None:
-    data = client().hgetall(layout.job_key(job_id))
+    data: dict[str, str] = client().hgetall(layout.job_key(job_id))  # type: ignore[assignment]
     return data or None
 
 
 def update(job_id: str, **fields: Any) -> None:
     """Set fields of a job record (creating it when a host bypassed the client)."""
-    values = {
+    values: dict[EncodableT, EncodableT] = {
         k: (v if isinstance(v, str) else json.dumps(v)) for k, v in fields.items() if v is not None
     }
     values["updatedAt"] = now_iso()
@@ -260,10 +263,11 @@ def cancel(job_id: str) -> str:
     """Cancel a job that has not started, or ask its worker to stop it; returns the state found."""
     now = now_iso()
     ended = {"state": State.CANCELLED, "error": CANCELLED_ERROR, "finishedAt": now, "updatedAt": now}
-    return _run("cancel", _job_keys(job_id), [
+    found: str = _run("cancel", _job_keys(job_id), [
         settings().record_ttl, layout.EVENTS_MAXLEN, states.words(states.WAITING),
         states.words(states.STOPPABLE), _text(ended), _text({"cancelRequested": now, "updatedAt": now}),
         _event(State.CANCELLED, error=CANCELLED_ERROR)])
+    return found
 
 
 def events(job_id: str, after: str = "0-0", block: float | None = None,
@@ -273,16 +277,17 @@ def events(job_id: str, after: str = "0-0", block: float | None = None,
     ``block`` seconds: wait that long for one when there is none yet (keep it below
     the client's 5 s socket timeout).
     """
-    reply = client().xread({layout.events_key(job_id): after}, count=count,
-                           block=None if block is None else max(1, int(block * 1000)))
+    reply: Any = client().xread({layout.events_key(job_id): after}, count=count,
+                                block=None if block is None else max(1, int(block * 1000)))
     return [(ident, fields["type"], json.loads(fields["data"])) for _, entries in reply or []
             for ident, fields in entries]
 
 
 def bury(job_id: str, letter: dict[str, Any], **fields: Any) -> None:
     """Write the dead letter and mark the job dead in one transaction."""
-    values = {k: (v if isinstance(v, str) else json.dumps(v)) for k, v in fields.items()}
-    values.update(state=State.DEAD, updatedAt=now_iso())
+    values: dict[EncodableT, EncodableT] = {k: (v if isinstance(v, str) else json.dumps(v))
+                                            for k, v in fields.items()}
+    values.update({"state": State.DEAD, "updatedAt": now_iso()})
     ttl = settings().record_ttl
     pipe = client().pipeline(transaction=True)
     pipe.hset(layout.dead_key(), job_id, json.dumps(letter))

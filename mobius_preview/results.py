@@ -150,12 +150,12 @@ class PreviewResult(AsyncResult):
         return status(self.id)
 
     @property
-    def state(self) -> str:  # type: ignore[override]
+    def state(self) -> str:
         """The job's state in Celery's words (``states.CELERY_NAMES``)."""
         return CELERY_NAMES[State(self.job_status()["state"])]
 
     @property
-    def status(self) -> str:  # type: ignore[override]
+    def status(self) -> str:
         """Celery's other name for ``state`` (not the module's ``status()``, the job's status)."""
         return self.state
 
@@ -163,12 +163,12 @@ class PreviewResult(AsyncResult):
         return self.job_status()["state"] in ENDED
 
     def successful(self) -> bool:
-        return self.job_status()["state"] == State.SUCCEEDED
+        return bool(self.job_status()["state"] == State.SUCCEEDED)
 
     def failed(self) -> bool:
         return self.job_status()["state"] in UNSUCCESSFUL
 
-    def get(self, timeout: float | None = None, propagate: bool = True, **_: Any) -> Any:  # type: ignore[override]
+    def get(self, timeout: float | None = None, propagate: bool = True, **_: Any) -> Any:
         final = wait(self.id, timeout=3600 if timeout is None else timeout)
         if final["state"] != State.SUCCEEDED:
             if propagate:

@@ -15,7 +15,11 @@ from typing import Any
 
 from redis.commands.core import Script
 
-NAMES = ("accept", "start", "finish", "change", "cancel", "retrying", "sweep")
+_FOLDER = files(__package__).joinpath("lua")
+_SHARED = "_lib.lua"
+# Every script: each .lua file but the shared helpers, by name.
+NAMES = tuple(sorted(p.name.removesuffix(".lua") for p in _FOLDER.iterdir()
+                     if p.name.endswith(".lua") and p.name != _SHARED))
 
 _registered: weakref.WeakKeyDictionary[Any, dict[str, Script]] = weakref.WeakKeyDictionary()
 
@@ -25,9 +29,8 @@ def source(name: str) -> str:
     """The Lua source of script ``name``: the shared helpers, then ``lua/<name>.lua``."""
     if name not in NAMES:
         raise KeyError(f"no Lua script {name!r}; known: {', '.join(NAMES)}")
-    folder = files(__package__).joinpath("lua")
-    shared = folder.joinpath("_lib.lua").read_text("utf-8")
-    return shared + "\n" + folder.joinpath(f"{name}.lua").read_text("utf-8")
+    shared = _FOLDER.joinpath(_SHARED).read_text("utf-8")
+    return shared + "\n" + _FOLDER.joinpath(f"{name}.lua").read_text("utf-8")
 
 
 def script(name: str, conn: Any) -> Script:

@@ -54,10 +54,11 @@ class PreviewTask(Task):
     retry_jitter = False
 
     @property
-    def max_retries(self) -> int:  # type: ignore[override]
+    def max_retries(self) -> int:
         return settings().max_tries - 1
 
-    def apply_async(self, args=None, kwargs=None, task_id=None, **options):  # type: ignore[override]
+    def apply_async(self, args: tuple[Any, ...] | None = None, kwargs: dict[str, Any] | None = None,
+                    task_id: str | None = None, **options: Any) -> Any:
         # Task.retry() republishes the message it is handling with ``retries`` set:
         # that path must go straight to the broker (same id, same queue, no new acceptance).
         if "retries" in options:
@@ -65,8 +66,9 @@ class PreviewTask(Task):
         payload = args[0] if args else (kwargs or {}).get("payload")
         return submit(payload)
 
-    def retry(self, args=None, kwargs=None, exc=None, throw=True, eta=None, countdown=None,
-              max_retries=None, **options):
+    def retry(self, args: tuple[Any, ...] | None = None, kwargs: dict[str, Any] | None = None,
+              exc: BaseException | None = None, throw: bool = True, eta: Any = None,
+              countdown: float | None = None, max_retries: int | None = None, **options: Any) -> Any:
         """"Equal jitter" on the backoff Celery computed: half the delay fixed, half
         random, so delays never shrink from one try to the next yet two jobs failing
         together do not retry in lockstep (Celery's own jitter can pick 0)."""
@@ -74,7 +76,8 @@ class PreviewTask(Task):
             countdown = countdown / 2 + random.uniform(0, countdown / 2)
         return super().retry(args, kwargs, exc, throw, eta, countdown, max_retries, **options)
 
-    def on_retry(self, exc, task_id, args, kwargs, einfo) -> None:
+    def on_retry(self, exc: BaseException, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+                 einfo: Any) -> None:
         if einfo is None:
             # Celery's worker announcing a job it cancelled on losing Redis: no retry
             # was published; the unacknowledged message comes back by itself.
@@ -92,7 +95,8 @@ class PreviewTask(Task):
             # (Celery would). Its record says "running" until the retry starts.
             log.exception("could not record the retry")
 
-    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
+    def on_failure(self, exc: BaseException, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+                   einfo: Any) -> None:
         payload = args[0] if args else None
         attempts = self.request.retries + 1
         letter = {
@@ -293,7 +297,7 @@ def _unexpected(extra: tuple[Any, ...], unexpected: dict[str, Any]) -> str | Non
             f"and keywords {sorted(unexpected)}")
 
 
-def _tell_host(payload: Any, job_id: str, state: str) -> None:
+def _tell_host(payload: Any, job_id: str, state: State) -> None:
     """Queue the job's webhook, if it asked for one, with its status as it ended."""
     url = ((payload or {}).get("webhook") or {}).get("url") if isinstance(payload, dict) else None
     if url:
@@ -301,7 +305,8 @@ def _tell_host(payload: Any, job_id: str, state: str) -> None:
 
 
 def _priority(payload: Any) -> str:
-    return logs.job_fields(payload, "")["priority"]
+    priority: str = logs.job_fields(payload, "")["priority"]
+    return priority
 
 
 def describe(exc: BaseException) -> str:

@@ -86,7 +86,7 @@ def _kind(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
     return "non-public"
 
 
-def notify(job_id: str, url: str | None, state: str, status: dict[str, Any]) -> None:
+def notify(job_id: str, url: str | None, state: State, status: dict[str, Any]) -> None:
     """Queue the delivery telling ``url`` that the job ended ``state`` (no URL: nothing)."""
     if not url or state not in EVENTS:
         return
@@ -114,14 +114,16 @@ class WebhookTask(Task):
     retry_jitter = True
 
     @property
-    def max_retries(self) -> int:  # type: ignore[override]
+    def max_retries(self) -> int:
         return settings().webhook_max_tries - 1
 
-    def on_retry(self, exc, task_id, args, kwargs, einfo) -> None:
+    def on_retry(self, exc: BaseException, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+                 einfo: Any) -> None:
         records.update(args[0], webhookState="retrying", webhookError=str(exc),
                        webhookAttempts=self.request.retries + 1)
 
-    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
+    def on_failure(self, exc: BaseException, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+                   einfo: Any) -> None:
         job_id, url, message_id, body = args
         error = str(exc)
         letter = {"jobId": job_id, "url": url, "messageId": message_id, "body": body, "error": error,

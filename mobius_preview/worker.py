@@ -8,9 +8,11 @@ processes that only submit never connect these handlers.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import sys
+from typing import Any
 
 import redis
 from celery import signals
@@ -55,7 +57,7 @@ def _held() -> list[str]:
 
 
 @signals.worker_init.connect
-def _start_heartbeat(sender=None, **_: object) -> None:
+def _start_heartbeat(sender: Any = None, **_: object) -> None:
     # Beats until the worker has fully stopped: through a warm shutdown, while the
     # jobs in hand finish, its messages stay its own.
     def running() -> bool:
@@ -67,7 +69,7 @@ def _start_heartbeat(sender=None, **_: object) -> None:
 
 
 @signals.worker_shutdown.connect
-def _stop_heartbeat(sender=None, **_: object) -> None:
+def _stop_heartbeat(sender: Any = None, **_: object) -> None:
     heartbeat = _heartbeats.pop(getattr(sender, "hostname", ""), None)
     if heartbeat is not None:
         heartbeat.stop()
@@ -88,15 +90,15 @@ def _clean_leftovers(**_: object) -> None:
         log.info("removed %d segments no render used in %d days", pruned, settings().segment_days)
 
 
-_log_tokens: dict[str, object] = {}
+_log_tokens: dict[str | None, contextvars.Token[dict[str, Any] | None]] = {}
 
 
 @signals.task_prerun.connect
-def _job_logs_begin(task_id: str | None = None, task=None, args=None, **_: object) -> None:
+def _job_logs_begin(task_id: str | None = None, task: Any = None, args: Any = None, **_: object) -> None:
     """Celery's own lines about a job (succeeded, failed, retry) carry its fields too."""
     attempt = (task.request.retries + 1) if task is not None else None
     payload = args[0] if args else None
-    _log_tokens[task_id] = logs.begin(logs.job_fields(payload, task_id, attempt))
+    _log_tokens[task_id] = logs.begin(logs.job_fields(payload, task_id or "", attempt))
 
 
 @signals.task_postrun.connect
@@ -106,7 +108,7 @@ def _job_logs_end(task_id: str | None = None, **_: object) -> None:
         logs.end(token)
 
 
-def keep_rejected(reason: str, raw: bytes | str, exc: BaseException | None, **details: object) -> None:
+def keep_rejected(reason: str, raw: bytes | str, exc: BaseException | None, **details: Any) -> None:
     """Keep a refused message as a dead letter and count it; never raises."""
     try:
         ident = records.keep_rejected(reason, raw, exc, **details)
@@ -125,23 +127,23 @@ class Consumer(CeleryConsumer):
     them, inert, with the reason, and count them.
     """
 
-    def _keep(self, reason: str, message, exc: BaseException | None) -> None:
+    def _keep(self, reason: str, message: Any, exc: BaseException | None) -> None:
         keep_rejected(reason, getattr(message, "body", b"") or b"", exc,
                       headers=dict(getattr(message, "headers", None) or {}),
                       content_type=getattr(message, "content_type", None))
 
-    def on_decode_error(self, message, exc):
+    def on_decode_error(self, message: Any, exc: BaseException) -> Any:
         self._keep("undecodable", message, exc)
         return super().on_decode_error(message, exc)
 
-    def on_unknown_message(self, body, message):
+    def on_unknown_message(self, body: Any, message: Any) -> Any:
         self._keep("unknown_message", message, None)
         return super().on_unknown_message(body, message)
 
-    def on_unknown_task(self, body, message, exc):
+    def on_unknown_task(self, body: Any, message: Any, exc: BaseException) -> Any:
         self._keep("unknown_task", message, exc)
         return super().on_unknown_task(body, message, exc)
 
-    def on_invalid_task(self, body, message, exc):
+    def on_invalid_task(self, body: Any, message: Any, exc: BaseException) -> Any:
         self._keep("invalid_task", message, exc)
         return super().on_invalid_task(body, message, exc)

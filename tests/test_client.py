@@ -172,6 +172,14 @@ def test_submit_many_in_order_with_duplicates_invalid_and_the_limit(make_job, se
         client.status(jobs[-1]["jobId"])
 
 
+def test_a_repeat_of_a_job_refused_for_a_full_queue_is_refused_too(make_job, settings_env):
+    settings_env(PREVIEW_QUEUE_MAX="1")
+    first, full = make_job(), make_job()
+    results = mobius_preview.submit_many([first, full, full])
+    assert results[0].created
+    assert isinstance(results[1], QueueFull) and results[2] is results[1]
+
+
 def test_submitted_in_bulk_jobs_all_run_once(worker, make_job):
     jobs = [make_job(priority=("high", "normal", "low")[n % 3]) for n in range(60)]
     assert all(r.created for r in mobius_preview.submit_many(jobs))

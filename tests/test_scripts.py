@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from importlib.resources import files
+from pathlib import Path
 
 import pytest
 
@@ -13,9 +14,13 @@ from mobius_preview.config import load
 LUA = files("mobius_preview").joinpath("lua")
 
 
-def test_every_lua_file_is_a_registered_script_and_every_script_has_a_file():
-    on_disk = {p.name.removesuffix(".lua") for p in LUA.iterdir() if p.name.endswith(".lua")}
-    assert on_disk - {"_lib"} == set(scripts.NAMES)
+def test_every_script_the_code_runs_exists_and_every_script_is_run():
+    package = Path(scripts.__file__).parent
+    code = "\n".join(p.read_text("utf-8") for p in package.rglob("*.py"))
+    called = set(re.findall(r"""(?:_run|scripts\.script)\(\s*["']([\w-]+)["']""", code))
+    assert called == set(scripts.NAMES), f"run but missing: {called - set(scripts.NAMES)}; " \
+                                         f"never run: {set(scripts.NAMES) - called}"
+    assert all(scripts.source(name) for name in scripts.NAMES)
     with pytest.raises(KeyError):
         scripts.source("no-such-script")
 
