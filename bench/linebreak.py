@@ -4,7 +4,8 @@ greedy space-splitting wrap it replaced, on the 60 slides of a 60-step job.
 Both wraps measure with the same font chain and shaping; what differs is where they
 look for breaks. Figures: time spent in ``text.wrap`` while drawing the 60 slides
 (title, step text with its shrink-to-fit tries, burnt caption), and the whole
-drawing time, per language, median of the rounds, the two wraps alternated.
+drawing time, per language, in CPU seconds (steady on a busy machine), median of
+the rounds, the two wraps alternated.
 
     .venv/bin/python bench/linebreak.py [--rounds 5]
 """
@@ -87,20 +88,20 @@ def draw_all(p: render.Plan, wrap: Callable[..., list[str]]) -> tuple[float, flo
 
     def timed(*args: object, **kwargs: object) -> list[str]:
         nonlocal spent
-        start = time.perf_counter()
+        start = time.process_time()
         try:
             return wrap(*args, **kwargs)
         finally:
-            spent += time.perf_counter() - start
+            spent += time.process_time() - start
 
     text._segments.cache_clear()  # each round as a fresh render process would see it
     new = text.wrap
     text.wrap = timed
     try:
-        start = time.perf_counter()
+        start = time.process_time()
         for slide in p.slides:
             slides.draw(p, slide)
-        return spent, time.perf_counter() - start
+        return spent, time.process_time() - start
     finally:
         text.wrap = new
 
