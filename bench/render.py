@@ -1,6 +1,7 @@
 """Render benchmark: our renderer against one hand-written ffmpeg command, and the edit loop.
 
     .venv/bin/python bench/render.py [--rounds 5] [--long-rounds 1] [--skip-long]
+    .venv/bin/python bench/render.py --playable [--rounds 3]   # the HLS figures alone
 
 Jobs: 10 steps of 6 s (60 s) and 60 steps of 10 s (10 minutes), 1280x720 at 30 fps,
 an image and a narration clip on every step, looped music ducked under the
@@ -16,6 +17,9 @@ Measured in one run, rounds alternating so the machine's drift hits all alike:
           each round, so each is a real miss);
   cache   worker time of a job whose preview is already stored (tasks.execute);
   threads our first render on one thread, against the default (all cores);
+  playable  from the start of a render (assets located, hashed, checked) to the first
+          HLS segment and its playlist published (what a viewer waits for), for a first
+          render with new assets and for a one-step text edit, at 10 s, 60 s and 10 minutes;
 plus per-clip loudness against the whole-track target, and the peak memory of a
 first render at two lengths (separate processes).
 """
@@ -51,6 +55,7 @@ from PIL import Image, ImageDraw
 
 from mobius_preview import render
 from mobius_preview.render import encode, ffmpeg, slides
+from mobius_preview.render.control import Control
 
 PROJECT = "proj-bench"
 TEXT = {
@@ -135,14 +140,28 @@ class Ours:
         self.store = WORK / f"segments-{name}"
         self.facts = WORK / f"facts-{name}"
         self.last: dict = {}
+        self.playable: float | None = None  # seconds from the start to the first HLS segment
+        self.grown: list[float] = []  # seconds from the start to each step's playlist
 
     def render(self, job: dict, *, threads: int | None = None) -> float:
         out = WORK / f"out-{time.monotonic_ns()}"
         out.mkdir()
 
+        start = time.perf_counter()
+        self.playable = None
+
+        self.grown = []
+
+        def live(files, playlist):
+            self.grown.append(time.perf_counter() - start)
+            if self.playable is None:
+                self.playable = self.grown[0]
+
         def go():
             prepared = render.prepare(render.identify(job, Path(os.environ["ASSETS_DIR"])), 3600, self.facts)
-            self.last = render.render(prepared, out, timeout=1200, segments=self.store, threads=threads)
+            control = Control(live=live) if "live" in Control.__dataclass_fields__ else Control()
+            self.last = render.render(prepared, out, timeout=1200, segments=self.store, threads=threads,
+                                      control=control)
 
         seconds = timed(go)
         shutil.rmtree(out)
@@ -268,14 +287,57 @@ def edit_loop(steps: int, step_seconds: float, rounds: int) -> dict[str, float]:
     return result
 
 
+PLAYABLE_JOBS = {"10 s": (2, 5.0), "60 s": (10, 6.0), "10 min": (60, 10.0)}
+
+
+def playable(rounds: int) -> list[tuple[str, str, str]]:
+    """Time to the first playable HLS segment (first render, assets new) and from an edit's
+    start to its playlist, beside the whole render's and the edit's time, at three lengths."""
+    rows = []
+    for name, (steps, seconds) in PLAYABLE_JOBS.items():
+        make_assets(steps, seconds)
+        job = make_job(steps, seconds)
+        ours = Ours(f"playable-{steps}")
+        got: dict[str, list[float]] = {"first": [], "first_playable": [], "edit": [], "edit_playable": []}
+        for r in range(rounds):
+            ours.forget(facts=True)
+            got["first"].append(ours.render(job))
+            got["first_playable"].append(ours.playable or float("nan"))
+            step = (1 + 7 * r) % steps
+            got["edit"].append(ours.render(edited(job, step, r)))
+            # Playable with the change: the playlist lists the edited step (all before it too).
+            got["edit_playable"].append(ours.grown[step] if len(ours.grown) > step else float("nan"))
+        med = {k: statistics.median(v) for k, v in got.items()}
+        rows += [(f"{name}: first render, assets new: first segment playable",
+                  f"{med['first_playable']:.3f} s",
+                  f"whole render {med['first']:.3f} s; runs {min(got['first_playable']):.3f}-"
+                  f"{max(got['first_playable']):.3f} s"),
+                 (f"{name}: one-step text edit: playable", f"{med['edit_playable']:.3f} s",
+                  f"whole edit (MP4 joined) {med['edit']:.3f} s; runs {min(got['edit_playable']):.3f}-"
+                  f"{max(got['edit_playable']):.3f} s")]
+    return rows
+
+
+def _print(rows: list[tuple[str, str, str]]) -> None:
+    width = max(len(r[0]) for r in rows)
+    vwidth = max(len(r[1]) for r in rows)
+    for name, value, note in rows:
+        print(f"{name.ljust(width)}  {value.rjust(vwidth)}  {note}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--long-rounds", type=int, default=1)
     parser.add_argument("--skip-long", action="store_true", help="leave out the 10-minute preview")
+    parser.add_argument("--playable", action="store_true", help="only the HLS figures (time to playable)")
     args = parser.parse_args()
     print(f"ffmpeg: {ffmpeg.ffmpeg_exe()}\ncores: {os.cpu_count()}; rounds: {args.rounds} "
           f"(10-minute preview: {args.long_rounds})\n")
+    if args.playable:
+        _print(playable(args.rounds))
+        shutil.rmtree(WORK, ignore_errors=True)
+        return 0
 
     short = edit_loop(10, 6.0, args.rounds)
     job = make_job(10, 6.0)
@@ -334,10 +396,8 @@ def main() -> int:
             ("ours: one-step text edit", f"{long['edit']:.2f} s",
              f"{long['edit'] / long['hand']:.2f}x hand, {long['edit'] / long['first_new']:.0%} of first"),
         ]
-    width = max(len(r[0]) for r in rows)
-    vwidth = max(len(r[1]) for r in rows)
-    for name, value, note in rows:
-        print(f"{name.ljust(width)}  {value.rjust(vwidth)}  {note}")
+    rows += playable(args.long_rounds)
+    _print(rows)
     shutil.rmtree(WORK, ignore_errors=True)
     return 0
 

@@ -310,9 +310,15 @@ def progress(job_id: str, stage: str, percent: float) -> None:
             progressStage=stage, progressPercent=percent)
 
 
+def playable(job_id: str) -> None:
+    """A running job's HLS preview has its first segment out: ``playable`` on its record,
+    a ``playable`` event on its stream (the API adds the playlist's link)."""
+    _change(job_id, "playable", json.dumps({"playable": True, "at": now_iso()}), playable="1")
+
+
 def _change(job_id: str, kind: str, event: str, *, ends: bool = False, **fields: Any) -> None:
-    """Set fields of a job and put ``event`` (JSON, of ``kind``: state, progress) on its
-    stream; a change that ``ends`` the job leaves the stream only the events window."""
+    """Set fields of a job and put ``event`` (JSON, of ``kind``: state, progress, playable) on
+    its stream; a change that ``ends`` the job leaves the stream only the events window."""
     cfg = settings()
     _run("change", _job_keys(job_id), [_text({**fields, "updatedAt": now_iso()}), cfg.record_ttl,
                                        kind, event, layout.EVENTS_MAXLEN,

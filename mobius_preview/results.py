@@ -17,6 +17,7 @@ from celery.result import AsyncResult
 
 from . import layout, liveness, records
 from .errors import JobFailed, JobNotFound
+from .render.artifacts import PLAYLIST
 from .states import CELERY_NAMES, ENDED, UNSUCCESSFUL, State
 
 # The longest wait on the job's event stream between two reads of its record (below
@@ -69,7 +70,10 @@ def from_record(job_id: str, record: dict[str, str], worker_seen: float | None =
         "dryRun": json.loads(record.get("dryRun") or "false"),
         "key": outcome.get("key"),
         "duration": outcome.get("duration"),
-        "artifacts": _artifacts(outcome),
+        "artifacts": (artifacts := _artifacts(outcome)),
+        # The HLS preview can be played: its first segment is out (while running), or it is
+        # among the finished preview's files.
+        "playable": bool(record.get("playable")) or PLAYLIST in artifacts,
     }
 
 
@@ -105,7 +109,7 @@ def _progress(record: dict[str, str], state: str) -> dict[str, Any] | None:
 
 def follow(job_id: str, timeout: float = 60.0) -> Iterator[tuple[str, dict[str, Any]]]:
     """The job's changes in order, from the first, until it ends: ``(kind, event)``
-    with kind "state" or "progress". Raises JobNotFound, or TimeoutError after ``timeout``."""
+    with kind "state", "progress" or "playable". Raises JobNotFound, or TimeoutError after ``timeout``."""
     deadline = time.monotonic() + timeout
     last = "0-0"
     status(job_id)

@@ -7,7 +7,9 @@ Layout under DATA_DIR (PREVIEW_STORAGE_URL unset)::
     DATA_DIR/index/<projectId>/<day>.<host>.<pid>.jsonl   which key each job ended with
     DATA_DIR/tmp/<key>.<random>/    renders in progress (same file system as previews/)
     DATA_DIR/asset-facts/<sha256>.<type>.json   durations, sizes and loudness of asset files
-    DATA_DIR/segments/<key>.<kind>   rendered steps (video, audio, thumbnail) shared by renders
+    DATA_DIR/segments/<key>.<kind>   rendered steps (video, audio, thumbnail, HLS) shared by renders
+    DATA_DIR/live/<jobId>/          a running job's HLS preview: its playlist so far and the
+                                    segments it lists (hard links into segments/)
 
 A render is written into tmp/ and moved into previews/ with one rename, so a preview
 is either complete or absent; when two workers race on the same key, the first
@@ -21,6 +23,8 @@ Layout in the bucket, under its prefix (DATA_DIR then holds tmp/ and caches only
     segments/<name><suffix>          rendered steps; DATA_DIR/segments/ is a bounded LRU cache
     asset-facts/<sha256>.<type>.json what was learnt about an asset file
     index/<projectId>/<jobId>.json   which key a job ended with
+    live/<jobId>/<file>              a running job's HLS preview: its segments, then its playlist
+                                     (one PUT each); deleted when the job ends
 
 Each attempt uploads its files under a fresh token, so two workers publishing one key
 never overwrite each other's files, and the one whose create-only manifest lands is the
@@ -148,6 +152,82 @@ def segment_store() -> SegmentStore:
         return SegmentStore(segments_dir())
     return SegmentStore(segments_dir(), store, cache_bytes=cfg.segment_cache_bytes,
                         keep_seconds=2 * cfg.time_limit)
+
+
+def live_dir(job_id: str) -> Path:
+    """Where a running job's HLS preview is published while it grows (without a store)."""
+    return root() / "live" / _checked(_ID, job_id, "jobId")
+
+
+def _live_key(job_id: str, name: str = "") -> str:
+    """The object key of a running job's HLS file (or folder) in the store."""
+    return f"live/{_checked(_ID, job_id, 'jobId')}/{name}"
+
+
+# Per running job, the live files this process has put in the store already: the
+# publisher of a job lives in one process, so it need not ask the store again.
+_uploaded: dict[str, set[str]] = {}
+_uploaded_lock = threading.Lock()
+
+
+def publish_live(job_id: str, files: list[Path], playlist: str, playlist_name: str) -> None:
+    """Publish a running job's HLS preview as it grows: the new segment files first, then
+    the playlist listing them (one rename, or one PUT, which readers see whole or not at
+    all), so a player never sees a playlist naming a segment that is not there yet.
+
+    The one place a growing preview is put where players fetch it: DATA_DIR/live/<jobId>/,
+    or the store's live/<jobId>/ so that an API on any host serves it.
+    """
+    store = remote()
+    if store is not None:
+        with _uploaded_lock:
+            done = _uploaded.setdefault(job_id, set())
+        for path in files:
+            if path.name not in done:
+                store.put_file(_live_key(job_id, path.name), path)
+                done.add(path.name)
+        store.put_bytes(_live_key(job_id, playlist_name), playlist.encode("utf-8"))
+        return
+    folder = live_dir(job_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in files:
+        target = folder / path.name
+        if target.exists():
+            continue
+        try:
+            target.hardlink_to(path)
+        except FileExistsError:
+            continue
+        except OSError:
+            shutil.copyfile(path, target)
+    tmp = folder / f".{playlist_name}.{os.getpid()}.{threading.get_ident()}"
+    tmp.write_text(playlist, encoding="utf-8")
+    os.replace(tmp, folder / playlist_name)
+
+
+def live_file(job_id: str, name: str) -> str | None:
+    """Where a file of a running job's HLS preview is, if published (a path, or an
+    ``s3://`` location); ``name`` is checked by the caller."""
+    if Path(name).name != name:
+        return None
+    store = remote()
+    if store is not None:
+        key = _live_key(job_id, name)
+        return f"{store.url}/{key}" if store.exists(key) else None
+    path = live_dir(job_id) / name
+    return str(path) if path.is_file() else None
+
+
+def drop_live(job_id: str) -> None:
+    """The job ended: its preview (HLS included) is served from previews/ from now on."""
+    with _uploaded_lock:
+        _uploaded.pop(job_id, None)
+    store = remote()
+    if store is not None:
+        for head in list(store.list(_live_key(job_id))):
+            store.delete(head.key)
+        return
+    shutil.rmtree(live_dir(job_id), ignore_errors=True)
 
 
 def lookup(key: str) -> str | None:
@@ -407,13 +487,11 @@ def push_facts(assets: Iterable[Asset]) -> None:
 
 
 def clean_stale(max_age_seconds: float) -> int:
-    """Remove temp folders left by renders that crashed; returns how many went."""
-    tmp = root() / "tmp"
-    if not tmp.is_dir():
-        return 0
+    """Remove temp folders left by renders that crashed, and the live previews of jobs that
+    never finished (died, or their worker did); returns how many went."""
     cutoff = time.time() - max_age_seconds
     removed = 0
-    for entry in tmp.iterdir():
+    for entry in [*_entries(root() / "tmp"), *_entries(root() / "live")]:
         try:
             if entry.is_dir() and entry.stat().st_mtime < cutoff:
                 shutil.rmtree(entry, ignore_errors=True)
@@ -421,3 +499,7 @@ def clean_stale(max_age_seconds: float) -> int:
         except FileNotFoundError:
             continue
     return removed
+
+
+def _entries(folder: Path) -> list[Path]:
+    return list(folder.iterdir()) if folder.is_dir() else []

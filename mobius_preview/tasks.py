@@ -13,6 +13,7 @@ import random
 import time
 import traceback
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import redis
@@ -167,21 +168,44 @@ def render_preview(self: PreviewTask, payload: Any = None, *extra: Any, **unexpe
             watch = JobWatch(job_id, self.send_event)
             try:
                 with metrics.in_progress(), watch.running() as control:
+                    control.live = LivePreview(job_id)
                     outcome = execute(payload, located, control)
             except Cancelled:
                 records.cancelled(job_id)
+                storage.drop_live(job_id)
                 metrics.job_finished(Outcome.CANCELLED, ident["priority"])
                 log.info("job cancelled while running")
                 _tell_host(payload, job_id, State.CANCELLED)
                 return {"jobId": job_id, "skipped": State.CANCELLED}
-            # 4. Finish.
+            # 4. Finish (from now on the API serves the HLS preview from the finished preview).
             records.finish(job_id, outcome, rendered=not (outcome["cacheHit"] or outcome["dryRun"]))
+            storage.drop_live(job_id)
         kind = (Outcome.DRY_RUN if outcome["dryRun"] else Outcome.CACHE_HIT if outcome["cacheHit"]
                 else Outcome.SUCCEEDED)
         metrics.job_finished(kind, ident["priority"], seconds=outcome["seconds"])
         log.info("job %s in %.2f s: %s", kind.replace("_", " "), outcome["seconds"], outcome["folder"])
         _tell_host(payload, job_id, State.SUCCEEDED)
         return _summary(outcome)
+
+
+class LivePreview:
+    """The render's ``Control.live``: each time the HLS preview grows, its files and playlist
+    go where the API serves them (``storage.publish_live``); the first time, the job is
+    marked playable and a ``playable`` event goes out."""
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        self.announced = False
+
+    def __call__(self, files: list[Path], playlist: str) -> None:
+        storage.publish_live(self.job_id, files, playlist, render.artifacts.PLAYLIST)
+        if self.announced:
+            return
+        self.announced = True
+        try:
+            records.playable(self.job_id)
+        except Exception as exc:  # news, not the job: the render goes on (its end is announced)
+            log.warning("could not announce the playable preview: %s", exc)
 
 
 class Located(NamedTuple):

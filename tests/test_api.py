@@ -280,11 +280,12 @@ def test_event_stream_shows_queued_running_progress_succeeded_and_resumes(http, 
     job["previewRequest"]["steps"] = [dict(steps[n % 2], id=f"s{n}") for n in range(6)]  # progress steps
     assert http.post("/v1/previews", json=job, headers=AUTH).status_code == 202
     events = _sse(http, job["jobId"])
-    print([(e["event"], e["data"].get("state") or e["data"]["stage"]) for e in events])
+    print([(e["event"], e["data"].get("state") or e["data"].get("stage")) for e in events])
     states = [e["data"]["state"] for e in events if e["event"] == "state"]
     assert states == ["queued", "running", "succeeded"], events
     kinds = [e["event"] for e in events]
     assert kinds.index("progress") > kinds.index("state") and kinds[-1] == "state"
+    assert kinds.count("playable") == 1 and kinds.index("playable") < len(kinds) - 1  # HLS before the end
     percents = [e["data"]["percent"] for e in events if e["event"] == "progress"]
     assert len(percents) >= 3 and percents == sorted(percents) and percents[-1] < 100, percents
     assert [e["id"] for e in events] == sorted(e["id"] for e in events)  # stream ids only rise

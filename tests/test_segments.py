@@ -195,12 +195,13 @@ def test_a_narration_edit_renders_only_the_audio_around_it(tmp_path, tones):
 
 
 def test_threads_change_how_audio_is_cut_into_encodes_not_what_is_heard(tmp_path, tones):
-    """One thread: one encode for all six steps, cut at packet boundaries; three threads:
-    three runs of consecutive steps. Same keys, same length, the same sound."""
+    """One thread: step 1 alone (what a viewer waits for), then one encode for the other
+    five, cut at packet boundaries; three threads: step 1, then three runs of consecutive
+    steps. Same keys, same length, the same sound."""
     prepared, one = rendered(tone_job(), tmp_path / "one", tmp_path / "store1", threads=1)
     _, three = rendered(tone_job(), tmp_path / "three", tmp_path / "store3", threads=3)
     made = one["output"]["segments"]["audio"], three["output"]["segments"]["audio"]
-    assert (made[0]["encodes"], made[1]["encodes"]) == (1, 3)
+    assert (made[0]["encodes"], made[1]["encodes"]) == (2, 4)
     assert made[0]["keys"] == made[1]["keys"]
     assert one["output"]["segments"]["video"]["keys"] == three["output"]["segments"]["video"]["keys"]
     a, b = pcm(tmp_path / "one" / "preview.mp4"), pcm(tmp_path / "three" / "preview.mp4")

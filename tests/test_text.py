@@ -6,11 +6,13 @@ Each script's slide is written to test-artifacts/scripts/ to look at.
 
 from __future__ import annotations
 
+import itertools
 import json
 import unicodedata
 from pathlib import Path
 
 import pytest
+from icu4py.breakers import CharacterBreaker
 from PIL import Image, ImageChops
 
 from mobius_preview import render
@@ -167,3 +169,86 @@ def test_right_to_left_captions_read_right_to_left_in_srt_and_vtt(tmp_path):
         assert ("\n" + cue + "\n").encode("utf-8") in written and not written.startswith(b"\xef\xbb\xbf")
     latin = plan_of(job("en", "Rules", "Two players place settlements."))
     assert captions.RLM not in captions.srt(latin) + captions.vtt(latin)
+
+
+# Line breaking (UAX #14 by ICU, with the CJK rules): one text per script, wrapped at
+# every width from a few characters to the whole text, so that any width where a
+# wrong break is possible is tried. The oracle is written out here, not asked of ICU.
+CLOSING = set("。，、．：；！？）」』】〕〉》”’.,:;!?)]}،؛") | set("ぁぃぅぇぉっゃゅょゎァィゥェォッャュョヮヵヶー々")
+OPENING = set("「『（【〔〈《“‘([{")
+LINE_BREAK_SAMPLES = {
+    # name: (language, text, known break positions or None)
+    "chinese": ("zh-Hans", "我们今天学习如何设置游戏。首先，把棋盘放在桌子中间，然后每位玩家拿一种颜色的棋子。"
+                           "（注意：强盗放在沙漠上。）", None),
+    "japanese": ("ja", "「カタン」の準備をしましょう。ちょっと待ってください、ジャンプしてシャッフルします。"
+                       "『開拓地』を二つ置きます。", None),
+    # วัน|นี้|เรา|จะ|เรียน|รู้|วิธี|ตั้ง|ค่า|เกม|กระดาน (a Thai reader's segmentation)
+    "thai": ("th", "วันนี้เราจะเรียนรู้วิธีตั้งค่าเกมกระดาน",
+             ("วัน", "นี้", "เรา", "จะ", "เรียน", "รู้", "วิธี", "ตั้ง", "ค่า", "เกม", "กระดาน")),
+    "korean": ("ko", "도둑을 사막에 놓으세요. 각 플레이어는 정착지 두 개를 놓습니다. (주사위를 굴리세요!)", None),
+    # Right to left, with words longer than the narrowest lines
+    "arabic": ("ar", "ضع اللص على الصحراء، ثم يضع كل لاعب (مستوطنتين) على اللوح، والمستوطنات.", None),
+    "hebrew": ("he", "הניחו את השודד על המדבר. כל שחקן מניח (שני) יישובים! ההתיישבויות.", None),
+    "mixed-english": ("en", "Open 设置 → select “Catan” (the base game) and press OK。下一步：“Step 2”, carefully!",
+                      None),
+}
+SIZE = 30
+
+
+def _line_ends(paragraph: str, lines: list[str]) -> list[int]:
+    """Where each line but the last ends in ``paragraph`` (spaces between lines skipped)."""
+    ends, pos = [], 0
+    for line in lines:
+        while paragraph.startswith(" ", pos):
+            pos += 1
+        assert paragraph.startswith(line, pos), (line, paragraph[pos:])
+        pos += len(line)
+        ends.append(pos)
+    assert paragraph[pos:].strip() == ""
+    return ends[:-1]
+
+
+def _widths(body: str, language: str) -> range:
+    return range(SIZE * 4, int(text.measure(body, SIZE, language=language)) + SIZE, SIZE // 6)
+
+
+def _save_slide(name: str, language: str, body: str) -> None:
+    plan = plan_of(job(language, "分行 · Line breaks", body * 2))
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    slides.draw(plan, plan.slides[0]).save(ARTIFACTS / f"linebreak-{name}.png")
+
+
+@pytest.mark.parametrize("name", sorted(LINE_BREAK_SAMPLES))
+def test_lines_break_where_unicode_and_the_cjk_rules_allow(name):
+    language, body, words = LINE_BREAK_SAMPLES[name]
+    breaks_seen = set()
+    for width in _widths(body, language):
+        lines = text.wrap(body, width, SIZE, language=language)
+        assert all(text.measure(line, SIZE, language=language) <= width for line in lines), (width, lines)
+        assert all(lines) and lines == [line.strip() for line in lines], (width, lines)
+        for before, after in itertools.pairwise(lines):
+            assert after[0] not in CLOSING, (width, lines)  # no closing punctuation starts a line
+            assert before[-1] not in OPENING, (width, lines)  # no opening one ends a line
+        if name in ("arabic", "hebrew"):
+            assert all(text.direction(line) == "rtl" for line in lines), (width, lines)
+        ends = _line_ends(body, lines)
+        breaks_seen.update(ends)
+        if words is not None:  # Thai: only between words
+            word_ends = {sum(len(w) for w in words[:n]) for n in range(1, len(words))}
+            assert set(ends) <= word_ends, (width, lines)
+    assert len(breaks_seen) > 3  # the sweep did break lines, in several places
+    _save_slide(name, language, body)
+
+
+def test_a_word_longer_than_the_line_breaks_between_grapheme_clusters():
+    family, flag, thai = "👨‍👩‍👧", "🇫🇷", "ที่นี่"
+    for body in (family * 8 + flag * 6, "x" * 40 + "。", "「" + "x" * 40, thai * 12, "स्थापित" * 10):
+        clusters = list(CharacterBreaker(body, "en"))
+        ends = {sum(len(c) for c in clusters[:n]) for n in range(1, len(clusters))}
+        for width in range(int(SIZE * 2.5), int(SIZE * 8), SIZE // 2):
+            lines = text.wrap(body, width, SIZE)
+            assert len(lines) > 1 and "".join(lines) == body, (body, width)
+            assert set(_line_ends(body, lines)) <= ends, (body, width, lines)  # never inside a cluster
+            assert all(text.measure(line, SIZE) <= width or len(list(CharacterBreaker(line, "en"))) == 1
+                       for line in lines), (body, width, lines)
+            assert lines[-1] != "。" and lines[0] != "「", (body, width, lines)

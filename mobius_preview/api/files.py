@@ -1,22 +1,29 @@
-"""A finished preview's files and its review page (an API key or the job's signed link)."""
+"""A preview's files and its review page (an API key or the job's signed link).
+
+A finished preview's files come from its folder, listed by its manifest. While the job
+runs, its HLS preview (playlist and segments) comes from the live folder it grows in
+(``storage.live_dir``). A playlist is answered with the reader's signed query added to
+every URI it lists: players resolve them against the playlist's URL without its query.
+"""
 
 from __future__ import annotations
 
 import mimetypes
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Request, Security
-from fastapi.responses import FileResponse, HTMLResponse, Response, StreamingResponse
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse, Response, StreamingResponse
 from fastapi.templating import Jinja2Templates
 
 from .. import access, client, data, storage
 from ..errors import JobNotFound
 from ..render import artifacts
-from .auth import Reader, key_or_link
+from .auth import Reader
 from .errors import Refused
 
 router = APIRouter(responses={403: {"description": "bad or expired signature"}})
@@ -92,21 +99,64 @@ def _from_store(location: str, request: Request, media: str, headers: dict[str, 
     return StreamingResponse(body(), status_code=206, media_type=media, headers=headers)
 
 
+def _link_query(job_id: str, request: Request, reader: access.Principal) -> str:
+    """The query that opens the job's files the way this request was allowed: its own
+    signed link, or (opened with a key, which a <video> cannot send) a fresh one."""
+    if reader.via == "link":
+        return urlencode({"expires": request.query_params["expires"], "sig": request.query_params["sig"]})
+    return urlencode(access.sign(job_id))
+
+
+def signed_playlist(text: str, query: str) -> str:
+    """The playlist with ``query`` added to every URI it lists (segment lines and the init's URI)."""
+    lines = []
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            line = f"{line}?{query}"
+        elif line.startswith("#EXT-X-MAP:URI="):
+            line = re.sub(r'URI="([^"?]+)"', lambda m: f'URI="{m.group(1)}?{query}"', line)
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def _live(job_id: str, name: str) -> str:
+    """Where a file of a running job's HLS preview is; 404 until it is published."""
+    location = storage.live_file(job_id, name) if artifacts.is_hls(name) else None
+    if location is None:
+        raise Refused(404, f"job {job_id!r} has no file {name!r} (yet)")
+    return location
+
+
 @router.get("/v1/previews/{job_id}/artifacts/{name}", tags=["previews"],
-            dependencies=[Security(key_or_link)],
             responses={404: {"description": "no such job or file"}, 206: {"description": "a range"}})
-def artifact(job_id: str, name: str, request: Request) -> Response:
-    preview = finished_preview(job_id)
+def artifact(job_id: str, name: str, request: Request, reader: Reader) -> Response:
+    try:
+        preview = finished_preview(job_id)
+    except JobNotFound:
+        client.status(job_id)  # 404 for an unknown job
+        return _file(job_id, name, _live(job_id, name), None, request, reader, live=True)
     # Only names the manifest lists: nothing can point outside the preview's folder.
     if name not in preview.files or Path(name).name != name:
         raise Refused(404, f"job {job_id!r} has no file {name!r}")
-    entry = preview.files[name]
-    etag = f'"{entry["sha256"]}"' if entry.get("sha256") else None
+    return _file(job_id, name, preview.stored.files[name], preview.files[name].get("sha256"), request,
+                 reader, live=False)
+
+
+def _file(job_id: str, name: str, location: str, sha256: str | None, request: Request,
+          reader: access.Principal, *, live: bool) -> Response:
+    """One file, from this host's disk or the object store (``location``)."""
+    media = artifacts.media_type(name) or mimetypes.guess_type(name)[0] or "application/octet-stream"
+    if name == artifacts.PLAYLIST:
+        # A growing playlist must be read again each time; a finished one is kept an hour.
+        raw = storage.read_range(location, 0, storage.file_size(location)).decode("utf-8")
+        text = signed_playlist(raw, _link_query(job_id, request, reader))
+        return PlainTextResponse(text, media_type=media, headers={
+            "cache-control": "no-store" if live else "private, max-age=3600"})
+    etag = f'"{sha256}"' if sha256 else None
     if etag and request.headers.get("if-none-match") == etag:
         return Response(status_code=304, headers={"ETag": etag})
-    media = artifacts.MEDIA_TYPES.get(name) or mimetypes.guess_type(name)[0] or "application/octet-stream"
+    # Segments are named by their content: a live one never changes either.
     headers = {"cache-control": "private, max-age=3600", **({"etag": etag} if etag else {})}
-    location = preview.stored.files[name]
     if location.startswith("s3://"):
         return _from_store(location, request, media, headers)
     if not Path(location).is_file():
@@ -117,16 +167,31 @@ def artifact(job_id: str, name: str, request: Request) -> Response:
     return response
 
 
+@router.get("/review/hls.light.min.js", tags=["review"], include_in_schema=False)
+def hls_js() -> Response:
+    """hls.js (Apache-2.0, static/hls.js.LICENSE), shipped in the package: no CDN."""
+    return FileResponse(data.path("api", "static", "hls.light.min.js"), media_type="text/javascript",
+                        headers={"cache-control": "public, max-age=86400"})
+
+
 @router.get("/previews/{job_id}", response_class=HTMLResponse, tags=["review"],
-            responses={404: {"description": "no such job, or no preview yet"}})
+            responses={404: {"description": "no such job, or nothing to play yet"}})
 def review_page(job_id: str, request: Request, reader: Reader) -> Response:
-    """The review page: player with captions, poster, contact sheet, the main facts."""
-    preview = finished_preview(job_id)
-    # The page's own links open the files the way the page was opened: the same signed
-    # link, or (opened with a key, which a <video> cannot send) a fresh one.
-    link = ({"expires": request.query_params["expires"], "sig": request.query_params["sig"]}
-            if reader.via == "link" else access.sign(job_id))
-    query = urlencode(link)
+    """The review page: the player (the HLS preview, the MP4 where HLS cannot play) with
+    captions, poster, contact sheet, the main facts; while the job runs, the growing playlist."""
+    query = _link_query(job_id, request, reader)
+    playlist = f"/v1/previews/{job_id}/artifacts/{artifacts.PLAYLIST}?{query}"
+    try:
+        preview = finished_preview(job_id)
+    except JobNotFound:
+        status = client.status(job_id)
+        if not status["playable"]:
+            raise
+        return templates.TemplateResponse(request, "review.html", {
+            "job_id": job_id, "running": True, "playlist": playlist, "video": None,
+            "facts": [("state", status["state"]), ("project", status["projectId"]),
+                      ("progress", f"{(status['progress'] or {}).get('percent', 0):.0f} %")],
+        })
 
     def url(name: str) -> str | None:
         return f"/v1/previews/{job_id}/artifacts/{name}?{query}" if name in preview.files else None
@@ -141,7 +206,9 @@ def review_page(job_id: str, request: Request, reader: Reader) -> Response:
              ("bit rate", f"{output.get('bitRate', 0) // 1000} kb/s" if output else "-")]
     return templates.TemplateResponse(request, "review.html", {
         "job_id": job_id,
+        "running": False,
         "facts": facts,
+        "playlist": url(artifacts.PLAYLIST),
         "video": url(video) if video else None,
         "video_type": artifacts.MEDIA_TYPES.get(video or ""),
         "poster": url(artifacts.POSTER),

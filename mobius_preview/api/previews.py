@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from .. import accept, access, client, layout, records, results, states
 from ..config import settings
+from ..render.artifacts import PLAYLIST
 from ..schema import parse_json
 from .auth import api_key
 from .errors import Refused
@@ -27,14 +28,17 @@ _XReadReply = list[tuple[str, list[tuple[str, dict[str, str]]]]] | None
 
 
 def with_links(status: dict[str, Any]) -> dict[str, Any]:
-    """Status plus URLs: artifacts and the review page, signed for an hour."""
+    """Status plus URLs: artifacts, the HLS playlist and the review page, signed for an
+    hour. The playlist and the page come as soon as the first segment is out (``playable``)."""
     job_id = status["jobId"]
     query = urlencode(access.sign(job_id))
     names = sorted(status.pop("artifacts", {}) or {})
+    playable = bool(status.get("playable"))
     status["links"] = {
         "self": f"/v1/previews/{job_id}",
         "artifacts": {n: f"/v1/previews/{job_id}/artifacts/{n}?{query}" for n in names},
-        "page": f"/previews/{job_id}?{query}" if names else None,
+        "playlist": f"/v1/previews/{job_id}/artifacts/{PLAYLIST}?{query}" if playable else None,
+        "page": f"/previews/{job_id}?{query}" if names or playable else None,
     }
     status.pop("key", None)
     return status
@@ -92,8 +96,9 @@ async def preview_events(
     job_id: str, request: Request,
     last_event_id: Annotated[str | None, Header(description="resume after this event")] = None,
 ) -> Response:
-    """Server-Sent Events: every change of the job (state, progress, error) in order,
-    ending with its last state. Reconnect with ``Last-Event-ID`` to miss nothing."""
+    """Server-Sent Events: every change of the job (state, progress, error, ``playable``
+    once its HLS preview can be played) in order, ending with its last state. Reconnect
+    with ``Last-Event-ID`` to miss nothing."""
     after = last_event_id or "0-0"
     if not _STREAM_ID.match(after):
         raise Refused(400, "Last-Event-ID must be an id this stream sent (like 1700000000000-0)")

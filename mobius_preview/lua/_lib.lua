@@ -17,7 +17,7 @@ local function hset_json(key, text)
   hset_table(key, cjson.decode(text))
 end
 
--- One change of a job (`data`, a JSON object; `kind`: state or progress) onto its
+-- One change of a job (`data`, a JSON object; `kind`: state, progress, playable) onto its
 -- event stream, which keeps about `maxlen` entries and lives as long as the record.
 local function emit(stream, maxlen, ttl, kind, data)
   redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'type', kind, 'data', data)

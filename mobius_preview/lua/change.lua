@@ -4,7 +4,7 @@
 -- KEYS[1] the job's record (hash)   KEYS[2] its event stream
 -- ARGV[1] fields to set (JSON object of strings)
 -- ARGV[2] record TTL, seconds
--- ARGV[3] the event's kind: state or progress
+-- ARGV[3] the event's kind: state, progress or playable
 -- ARGV[4] the event (JSON)
 -- ARGV[5] event stream MAXLEN
 -- ARGV[6] the stream's TTL, seconds: the record's, or the events window when the change ends the job

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 from PIL import Image
 
 from ..config import settings
-from . import artifacts, captions, encode, ffmpeg, manifest, mix, progress, segments, slides, text
+from . import artifacts, captions, encode, ffmpeg, hls, manifest, mix, progress, segments, slides, text
 from . import assets as asset_checks
 from .control import Control
 from .plan import Plan, build
@@ -218,7 +218,8 @@ class _Media:
     def _segmented(self, store: SegmentStore, music: Path | None, music_samples: int | None,
                    video: Path) -> dict[str, Any]:
         """MP4: every step a video and an audio segment, made only when not already stored,
-        several at once, then joined by stream copy."""
+        several at once; each step's HLS segment published in step order as soon as its two
+        segments exist (``hls.Publisher``, on its own thread); then the MP4 joined by stream copy."""
         plan, control = self.plan, self.control
         codec = encode.CODECS["mp4"]
         videos = segments.video_segments(plan, codec["video"])
@@ -227,10 +228,16 @@ class _Media:
                                + [(s.key, ".aac") for s in audios])
         todo_video = [s for s in videos if not all(found[s.key, f] for f in _video_files(s))]
         todo_audio = [s for s in audios if not found[s.key, ".aac"]]
+        media = hls.media_segments(plan, videos, audios)
+        publisher = hls.Publisher(plan, store, media, self.out, self.scratch, control.live, self.left,
+                                  control.stop)
+        publisher.ready("video", sorted({s.index for s in videos} - {s.index for s in todo_video}))
+        publisher.ready("audio", sorted({s.index for s in audios} - {s.index for s in todo_audio}))
 
         def encode_video(group: list[segments.VideoSegment], pictures: list[Path]) -> None:
             store.write([seg.key for seg in group], ".mp4", lambda tmps: encode.video_run(
                 plan, group, pictures, tmps, timeout=self.left(), stop=control.stop))
+            publisher.ready("video", [seg.index for seg in group])
             for picture in pictures:
                 picture.unlink()
 
@@ -239,16 +246,21 @@ class _Media:
             store.write([seg.key for seg in group], ".aac", lambda tmps: mix.encode_run(
                 plan, segments.run_of(group), music, codec["audio"], tmps, timeout=self.left(),
                 stop=control.stop))
+            publisher.ready("audio", [seg.index for seg in group])
 
         # Audio runs (the longest work) go to `threads` threads, one run of consecutive steps
-        # each, cut apart afterwards. This thread draws the slides meanwhile (Pillow holds the
-        # GIL) and hands each run of them, once drawn, to one more thread for its video; then
-        # it makes the contact sheet while the encodes finish.
-        audio_runs = segments.runs(todo_audio, self.threads, lambda s: s.end - s.encode_start)
-        video_runs = segments.runs(todo_video, self.threads, lambda s: 1)
+        # each, cut apart afterwards; the first step needed is a run of its own, taken first, so
+        # the first HLS segment is out early. This thread draws the slides meanwhile (Pillow
+        # holds the GIL) and hands each run of them, once drawn, to one more thread for its
+        # video; then it makes the contact sheet while the encodes finish.
+        audio_runs = segments.runs(todo_audio, self.threads, lambda s: s.end - s.encode_start,
+                                   first_alone=True)
+        video_runs = segments.runs(todo_video, self.threads, lambda s: 1, first_alone=True)
         drawn: dict[int, Image.Image] = {}
         with (self.stages.stage("segments"), ThreadPoolExecutor(max_workers=self.threads) as pool,
-              ThreadPoolExecutor(max_workers=1) as video_pool):
+              ThreadPoolExecutor(max_workers=1) as video_pool,
+              ThreadPoolExecutor(max_workers=1) as hls_pool):
+            publishing = hls_pool.submit(self.stages.timed, "hls", publisher.run)
             futures = [pool.submit(encode_audio, group) for group in audio_runs]
             try:
                 for group in video_runs:
@@ -267,21 +279,24 @@ class _Media:
                     future.result()
                     control.progress(f"segments {done}/{len(futures)}",
                                      progress.percent("segments", done, len(futures)))
-            except BaseException:
+            except BaseException as exc:
                 for future in futures:
                     future.cancel()
+                publisher.fail_all(exc)
                 raise
-        with self.stages.stage("join"):
-            control.progress("join", progress.percent("join"))
-            encode.assemble(plan, [store.path(s.key, ".mp4") for s in videos],
-                            [store.path(s.key, ".aac") for s in audios], self.scratch, video,
-                            timeout=self.left(), stop=control.stop)
-            shutil.copyfile(store.path(videos[0].key, ".poster.png"), self.out / artifacts.POSTER)
+            with self.stages.stage("join"):
+                control.progress("join", progress.percent("join"))
+                encode.assemble(plan, [store.path(s.key, ".mp4") for s in videos],
+                                [store.path(s.key, ".aac") for s in audios], self.scratch, video,
+                                timeout=self.left(), stop=control.stop)
+                shutil.copyfile(store.path(videos[0].key, ".poster.png"), self.out / artifacts.POSTER)
+            publishing.result()
         made = {
             "video": {"count": len(videos), "rendered": len(todo_video), "encodes": len(video_runs),
                       "keys": [s.key for s in videos]},
             "audio": {"count": len(audios), "rendered": len(todo_audio), "encodes": len(audio_runs),
                       "keys": [s.key for s in audios]},
+            "hls": {"count": len(media), "rendered": publisher.muxed, "keys": [s.key for s in media]},
         }
         return made
 

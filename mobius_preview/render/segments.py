@@ -192,11 +192,18 @@ def run_of(group: list[AudioSegment]) -> AudioRun:
                     tuple(sorted(placed.values(), key=lambda c: c.offset)), first.music_phase)
 
 
-def runs(todo: list[S], pieces: int, size: Callable[[S], float]) -> list[list[S]]:
+def runs(todo: list[S], pieces: int, size: Callable[[S], float], *,
+         first_alone: bool = False) -> list[list[S]]:
     """Split the segments to make into runs of consecutive steps, about ``pieces`` of
-    them of similar ``size`` (one per thread), so the threads finish together."""
+    them of similar ``size`` (one per thread), so the threads finish together.
+    ``first_alone``: the first step to make is a run of its own, listed first (it is what
+    a viewer waits for), the others split as before."""
     if not todo:
         return []
+    if first_alone:
+        ordered: list[S] = sorted(todo, key=lambda s: s.index)
+        head: list[list[S]] = [ordered[:1]]
+        return head + runs(ordered[1:], pieces, size)
     target = sum(size(seg) for seg in todo) / max(1, pieces)
     groups: list[list[S]] = []
     length = 0.0

@@ -11,8 +11,10 @@ font has is drawn from the last resort (a box) and reported by ``uncovered``.
 
 from __future__ import annotations
 
+import re
 import unicodedata
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from pathlib import Path
 from types import ModuleType
@@ -23,6 +25,7 @@ import fontpkg_noto_sans_devanagari
 import fontpkg_noto_sans_thai
 import noto_cjk_sans_otc
 from fontTools.ttLib import TTFont
+from icu4py.breakers import CharacterBreaker, LineBreaker
 from PIL import Image, ImageDraw, ImageFont, features
 
 from ..data import fonts_dir
@@ -34,6 +37,7 @@ LINE_SPACING = 1.3
 _JOINERS = {0x200C, 0x200D, 0x20E3, *range(0xFE00, 0xFE10), *range(0x1F3FB, 0x1F400),
             *range(0xE0020, 0xE0080)}
 _REGIONAL = range(0x1F1E6, 0x1F200)
+_SPACES = re.compile(r"[ \t]+")  # collapsed to one space; other spaces (no-break, ideographic) kept
 SHAPING = features.check("raqm")  # False only where libfribidi is missing: see the manifest warning
 
 
@@ -113,10 +117,22 @@ def _cjk_variant(language: str, sample: str) -> str:
 
 def chain(language: str = "", sample: str = "") -> tuple[Face, ...]:
     """The fonts to try, in order, for ``sample`` in ``language`` (a BCP 47 tag)."""
+    return _chain(_cjk_variant(language, sample))
+
+
+@lru_cache(maxsize=8)
+def _chain(variant: str) -> tuple[Face, ...]:
     faces = _faces()
     order = ["Noto Sans", "Noto Sans Arabic", "Noto Sans Hebrew", "Noto Sans Devanagari", "Noto Sans Thai",
-             f"Noto Sans CJK {_cjk_variant(language, sample)}", "Noto Color Emoji", "DejaVu Sans"]
+             f"Noto Sans CJK {variant}", "Noto Color Emoji", "DejaVu Sans"]
     return tuple(faces[name] for name in order)
+
+
+@lru_cache(maxsize=8192)
+def _text_face(cluster: str, variant: str) -> Face | None:
+    """The first font of the chain, emoji aside, that has ``cluster``: found once per
+    character, not at each of the many measurements line breaking makes."""
+    return next((f for f in _chain(variant) if not f.emoji and f.covers(cluster)), None)
 
 
 def last_resort() -> Face:
@@ -163,8 +179,8 @@ class Run:
 
 def runs(text: str, language: str = "") -> list[Run]:
     """The text as runs of one font each, in logical (reading) order."""
-    faces = chain(language, text)
-    emoji = next(f for f in faces if f.emoji)
+    variant = _cjk_variant(language, text)
+    emoji = next(f for f in _chain(variant) if f.emoji)
     out: list[Run] = []
     for cluster in clusters(text):
         current = out[-1].face if out else None
@@ -173,9 +189,9 @@ def runs(text: str, language: str = "") -> list[Run]:
         elif _wants_emoji(cluster) and emoji.covers(cluster):
             face = emoji
         else:
-            found = next((f for f in faces if not f.emoji and f.covers(cluster)), None)
+            found = _text_face(cluster, variant)
             face = found if found is not None else emoji if emoji.covers(cluster) else last_resort()
-        if out and out[-1].face == face:
+        if out and out[-1].face is face:
             out[-1] = Run(out[-1].text + cluster, face)
         else:
             out.append(Run(cluster, face))
@@ -231,29 +247,120 @@ def measure(text: str, size: int, bold: bool = False, language: str = "") -> flo
     return sum(_run_width(run, size, bold, paragraph) for run in runs(text, language))
 
 
+def line_locale(language: str = "") -> str:
+    """The ICU locale that breaks lines for ``language`` (a BCP 47 tag): its own rules
+    (Thai by dictionary, ...) with ``lb=strict``, the classic CJK rules (kinsoku) that
+    also keep small kana and the long-vowel mark off a line's start."""
+    return f"{language.replace('-', '_') or 'und'}@lb=strict"
+
+
+@lru_cache(maxsize=1024)
+def _segments(paragraph: str, locale: str) -> tuple[str, ...]:
+    """The paragraph cut at its line-break opportunities (UAX #14 as ICU tailors it for
+    ``locale``); a segment keeps its trailing spaces. Cached: a slide's text is wrapped
+    again at each font size tried."""
+    return tuple(LineBreaker(paragraph, locale)) if paragraph else ()
+
+
+@lru_cache(maxsize=1024)
+def _may_break(before: str, after: str, locale: str) -> bool:
+    """Whether ICU would let a line end with cluster ``before`` and the next start with
+    ``after`` if a break were needed between them: it is asked about each next to an
+    ideograph, which breaks on both sides of most characters but not before "。", "」"
+    or "ァ" nor after "「" or "("."""
+    ends = next(iter(LineBreaker(f"{before}\u4e00", locale))) == before
+    starts = next(iter(LineBreaker(f"\u4e00{after}", locale))) == "\u4e00"
+    return ends and starts
+
+
+def _split_long(segment: str, fits: Callable[[str], bool], locale: str) -> list[str]:
+    """A segment wider than the line broken between grapheme clusters (never inside
+    one), each piece as long as fits, not cut where a piece would start with closing
+    or end with opening punctuation (unless there is no other cut)."""
+    parts = list(CharacterBreaker(segment, locale))
+    pieces: list[str] = []
+    while parts and not fits("".join(parts)):
+        cut = 1
+        while cut < len(parts) and fits("".join(parts[: cut + 1])):
+            cut += 1
+        cut = next((c for c in range(cut, 0, -1) if _may_break(parts[c - 1], parts[c], locale)), cut)
+        pieces.append("".join(parts[:cut]))
+        parts = parts[cut:]
+    return [*pieces, "".join(parts)] if parts else pieces
+
+
+@dataclass
+class _Lines:
+    """Greedy filling of lines with break-opportunity segments. A segment's width is
+    measured alone and added up: a line is measured whole (shaped, in context) only
+    when that sum comes near the edge and once when it is closed, so the cost grows
+    with the text, not with the text times the line (CJK fonts are slow to shape)."""
+
+    width: int
+    width_of: Callable[[str], float]  # one line, shaped
+    locale: str
+    slack: float  # how far the sum of the parts may be from the whole (kerning, context)
+    lines: list[str] = field(default_factory=list)
+    line: list[str] = field(default_factory=list)
+    estimate: float = 0.0
+
+    def fits(self, text: str) -> bool:
+        return self.width_of(text.rstrip()) <= self.width
+
+    def add(self, segment: str, pending: list[str]) -> None:
+        """Put ``segment`` on the current line, or close the line and start a new one."""
+        cost = self.width_of(segment)
+        if self.line:  # far from the edge by the sum: it fits (checked when the line closes)
+            near = self.estimate + cost > self.width - self.slack
+            room = not near or self.fits("".join(self.line) + segment)
+        else:
+            room = self.fits(segment)
+        if room:
+            self.line.append(segment)
+            self.estimate += cost
+        elif self.line:
+            pending.append(segment)  # first: what the line gives back comes before it
+            self.close(pending)
+        else:  # alone and wider than a line
+            *full, rest = _split_long(segment, self.fits, self.locale)
+            self.lines.extend(piece.rstrip() for piece in full)
+            self.line, self.estimate = [rest], self.width_of(rest)
+
+    def close(self, pending: list[str]) -> None:
+        """End the line, giving back its last segments if the sum misjudged the whole."""
+        while len(self.line) > 1 and not self.fits("".join(self.line)):
+            pending.append(self.line.pop())
+        self.lines.append("".join(self.line).rstrip())
+        self.line, self.estimate = [], 0.0
+
+
+def _wrap_paragraph(paragraph: str, lines: _Lines) -> list[str]:
+    """Each line takes as many segments as fit (trailing spaces hang past the edge); a
+    segment wider than a line is split between grapheme clusters."""
+    pending = list(reversed(_segments(paragraph, lines.locale)))
+    if not pending:
+        lines.close(pending)  # an empty paragraph is an empty line
+    while pending:
+        lines.add(pending.pop(), pending)
+        if not pending:
+            lines.close(pending)  # the last line (it may give segments back)
+    return lines.lines
+
+
 def wrap(text: str, width: int, size: int, bold: bool = False, language: str = "") -> list[str]:
-    """Greedy word wrap; a word longer than a line (or a line of CJK, which has no
-    spaces) is broken between clusters."""
+    """Lines of at most ``width`` pixels, broken where Unicode's line-breaking algorithm
+    (UAX #14, by ICU, tailored for ``language``) allows: between words, between CJK
+    characters but never before closing or after opening punctuation, Thai between
+    dictionary words. Runs of spaces become one; each line in the text is a paragraph."""
+    locale = line_locale(language)
+
+    def width_of(line: str) -> float:
+        return measure(line, size, bold, language)
+
     lines: list[str] = []
     for paragraph in text.splitlines() or [""]:
-        line = ""
-        for word in paragraph.split():
-            candidate = f"{line} {word}".strip()
-            if measure(candidate, size, bold, language) <= width:
-                line = candidate
-                continue
-            if line:
-                lines.append(line)
-            line = ""
-            parts = clusters(word)
-            while parts and measure("".join(parts), size, bold, language) > width:
-                cut = len(parts)
-                while cut > 1 and measure("".join(parts[:cut]), size, bold, language) > width:
-                    cut -= 1
-                lines.append("".join(parts[:cut]))
-                parts = parts[cut:]
-            line = "".join(parts)
-        lines.append(line)
+        filler = _Lines(width, width_of, locale, slack=size / 4)
+        lines.extend(_wrap_paragraph(_SPACES.sub(" ", paragraph).strip(), filler))
     return lines
 
 
