@@ -172,6 +172,9 @@ class Ours:
         shutil.rmtree(self.store, ignore_errors=True)
         if facts:
             shutil.rmtree(self.facts, ignore_errors=True)
+            forget = getattr(render.assets, "forget", None)  # this process's memory of hashes and facts
+            if forget is not None:
+                forget()
 
 
 def hand_command(job: dict) -> list[str]:

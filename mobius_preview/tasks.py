@@ -257,11 +257,11 @@ def execute(payload: Any, located: Located | None = None, control: Control | Non
         control.progress("assets", render.progress.percent("assets"))
         unknown = storage.pull_facts(identified.assets.values())
         prepared = render.prepare(identified, cfg.max_video_seconds, storage.asset_facts_dir())
-        storage.push_facts(unknown)
         workdir = storage.new_workdir(identified.key)
         try:
             rendered = render.render(prepared, workdir, timeout=cfg.soft_time_limit, control=control,
                                      segments=storage.segment_store())
+            storage.push_facts(unknown)  # learnt while rendering (each asset before its first use)
             timings = rendered["timings"]
             if "output" in rendered:
                 metrics.segments(rendered["output"]["segments"])

@@ -89,7 +89,7 @@ def frame_times(path: Path) -> list[float]:
 def whole_reference(prepared: render.Prepared, store: Path, out: Path) -> Path:
     """The same job's audio mixed and encoded in one piece (one window from 0 to the end),
     put beside the same video by the same join: what a segmented track must sound like."""
-    plan = prepared.plan
+    plan = prepared.learnt()  # the clips' loudness, measured while the job rendered
     codec = encode.CODECS["mp4"]
     parts = SegmentStore(store)
     music, samples = mix.music_pcm(plan.music, parts, timeout=60) if plan.music else (None, None)

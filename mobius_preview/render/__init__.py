@@ -1,10 +1,12 @@
 """Turning a valid preview job into files. Knows nothing of Celery, Redis or queues.
 
 Three steps, so a cache hit stays cheap: ``identify`` resolves and hashes the assets
-and computes the content key (everything that changes the output); ``prepare`` opens
-and decodes them and lays out the plan; ``render`` writes the preview into a folder
-it is given. Errors are ``PermanentError`` (the job is at fault) or ``EncoderError``
-(transient).
+and computes the content key (everything that changes the output); ``prepare`` checks
+what the plan needs of them and lays out the plan; ``render`` writes the preview into a
+folder it is given, checking each asset before its first use (a step's clips before its
+audio, its picture before its slide), so the first step is out before the last clip is
+decoded, and every asset before it ends. Errors are ``PermanentError`` (the job is at
+fault) or ``EncoderError`` (transient).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import threading
 import time
 import unicodedata
 from collections.abc import Callable, Iterator
@@ -28,7 +31,7 @@ from ..config import settings
 from . import artifacts, captions, encode, ffmpeg, hls, manifest, mix, progress, segments, slides, text
 from . import assets as asset_checks
 from .control import Control
-from .plan import Plan, build
+from .plan import Plan, build, lengths_needed, with_assets
 from .store import SegmentStore
 from .store import prune as prune_segments
 
@@ -55,9 +58,14 @@ class Identified:
 @dataclass(frozen=True)
 class Prepared:
     job: dict[str, Any]
-    assets: dict[str, asset_checks.Asset]
+    assets: dict[str, asset_checks.Asset]  # as known when the plan was laid out
     plan: Plan
     key: str
+    inspector: asset_checks.Inspector  # the checks still to make, made by ``render``
+
+    def learnt(self) -> Plan:
+        """The plan with every asset fact learnt so far (after ``render``: every clip's loudness)."""
+        return with_assets(self.plan, self.inspector.assets())
 
 
 def content_key(job: dict[str, Any], assets: dict[str, asset_checks.Asset]) -> str:
@@ -80,13 +88,20 @@ def identify(job: dict[str, Any], assets_dir: Path) -> Identified:
 
 
 def prepare(identified: Identified, max_seconds: float, cache_dir: Path | None = None) -> Prepared:
-    """Open every asset and lay out the plan; raises PermanentError on bad input.
+    """Check what the plan needs and lay it out; raises PermanentError on bad input.
 
-    ``cache_dir`` keeps what was learnt about each asset's bytes (see assets.inspect).
+    Before the plan: every image opens (its header), and the narration clips of steps
+    without ``durationSec`` are decoded (the plan needs their lengths). The other checks
+    are left to ``render``. ``cache_dir`` keeps what was learnt about each asset's bytes
+    (see assets.Inspector).
     """
-    inspected = asset_checks.inspect(identified.assets, cache_dir)
-    plan = build(identified.job, inspected, max_seconds)
-    return Prepared(identified.job, inspected, plan, identified.key)
+    inspector = asset_checks.Inspector(identified.assets, cache_dir)
+    inspector.header_checks()
+    inspector.learn_all(identified.assets[aid] for aid in lengths_needed(identified.job)
+                        if aid in identified.assets)
+    assets = inspector.assets()
+    plan = build(identified.job, assets, max_seconds)
+    return Prepared(identified.job, assets, plan, identified.key, inspector)
 
 
 class _Stages:
@@ -134,12 +149,15 @@ def render(prepared: Prepared, out: Path, *, timeout: float, control: Control | 
             for a in prepared.assets.values()
         ],
         "binaries": ffmpeg.describe_binaries(),
-        "warnings": text_warnings(plan),
+        "warnings": [],  # filled in after the render: not on the way to the first segment
     }
     if not job.get("dryRun"):
         media = _Media(plan, out, stages, control, time.monotonic() + timeout,
-                       threads or settings().render_threads)
+                       threads or settings().render_threads, prepared.inspector)
         info["output"] = media.render(segments)
+    with stages.stage("checks"):  # every asset proven usable, used or not (mostly known by now)
+        prepared.inspector.learn_all(prepared.assets.values())
+    info["warnings"] = text_warnings(plan)
     info["timings"] = stages.seconds
     return manifest.write(out, info)
 
@@ -170,9 +188,9 @@ class _Media:
     """One render's video, audio, poster, contact sheet and captions."""
 
     def __init__(self, plan: Plan, out: Path, stages: _Stages, control: Control, deadline: float,
-                 threads: int) -> None:
+                 threads: int, inspector: asset_checks.Inspector) -> None:
         self.plan, self.out, self.stages, self.control = plan, out, stages, control
-        self.deadline, self.threads = deadline, threads
+        self.deadline, self.threads, self.inspector = deadline, threads, inspector
         self.scratch = out / ".scratch"
 
     def left(self) -> float:
@@ -197,6 +215,7 @@ class _Media:
         else:
             made = self._whole(music, music_samples, video)
         shutil.rmtree(self.scratch)
+        self.plan = with_assets(plan, self.inspector.assets())  # every clip's loudness known
         with self.stages.stage("probe"):
             facts = ffmpeg.probe(video)
         return {"file": video.name, "loudness": self._loudness(), "segments": made, **facts}
@@ -219,20 +238,23 @@ class _Media:
                    video: Path) -> dict[str, Any]:
         """MP4: every step a video and an audio segment, made only when not already stored,
         several at once; each step's HLS segment published in step order as soon as its two
-        segments exist (``hls.Publisher``, on its own thread); then the MP4 joined by stream copy."""
+        segments exist (``hls.Publisher``, on its own thread); then the MP4 joined by stream copy.
+        An audio segment whose clips' loudness is not known yet is keyed once it is (``_Audio``)."""
         plan, control = self.plan, self.control
         codec = encode.CODECS["mp4"]
         videos = segments.video_segments(plan, codec["video"])
-        audios = segments.audio_segments(plan, codec["audio"], music_samples)
+        audios = segments.audio_segments(with_assets(plan, self.inspector.assets()), codec["audio"],
+                                         music_samples)
         found = store.get_many([(s.key, f) for s in videos for f in _video_files(s)]
-                               + [(s.key, ".aac") for s in audios])
+                               + [(s.key, ".aac") for s in audios if not s.pending])
         todo_video = [s for s in videos if not all(found[s.key, f] for f in _video_files(s))]
-        todo_audio = [s for s in audios if not found[s.key, ".aac"]]
+        todo_audio = [s for s in audios if s.pending or not found[s.key, ".aac"]]
         media = hls.media_segments(plan, videos, audios)
         publisher = hls.Publisher(plan, store, media, self.out, self.scratch, control.live, self.left,
                                   control.stop)
         publisher.ready("video", sorted({s.index for s in videos} - {s.index for s in todo_video}))
         publisher.ready("audio", sorted({s.index for s in audios} - {s.index for s in todo_audio}))
+        audio = _Audio(self, store, codec["audio"], music, music_samples, publisher, audios)
 
         def encode_video(group: list[segments.VideoSegment], pictures: list[Path]) -> None:
             store.write([seg.key for seg in group], ".mp4", lambda tmps: encode.video_run(
@@ -241,18 +263,13 @@ class _Media:
             for picture in pictures:
                 picture.unlink()
 
-        def encode_audio(group: list[segments.AudioSegment]) -> None:
-            control.check()
-            store.write([seg.key for seg in group], ".aac", lambda tmps: mix.encode_run(
-                plan, segments.run_of(group), music, codec["audio"], tmps, timeout=self.left(),
-                stop=control.stop))
-            publisher.ready("audio", [seg.index for seg in group])
-
         # Audio runs (the longest work) go to `threads` threads, one run of consecutive steps
         # each, cut apart afterwards; the first step needed is a run of its own, taken first, so
-        # the first HLS segment is out early. This thread draws the slides meanwhile (Pillow
-        # holds the GIL) and hands each run of them, once drawn, to one more thread for its
-        # video; then it makes the contact sheet while the encodes finish.
+        # the first HLS segment is out early. Each run's asset checks (the loudness of its clips)
+        # are queued on the same threads just before it, so they are made in step order. This
+        # thread draws the slides meanwhile (Pillow holds the GIL) and hands each run of them,
+        # once drawn, to one more thread for its video; then it makes the contact sheet while
+        # the encodes finish.
         audio_runs = segments.runs(todo_audio, self.threads, lambda s: s.end - s.encode_start,
                                    first_alone=True)
         video_runs = segments.runs(todo_video, self.threads, lambda s: 1, first_alone=True)
@@ -261,7 +278,7 @@ class _Media:
               ThreadPoolExecutor(max_workers=1) as video_pool,
               ThreadPoolExecutor(max_workers=1) as hls_pool):
             publishing = hls_pool.submit(self.stages.timed, "hls", publisher.run)
-            futures = [pool.submit(encode_audio, group) for group in audio_runs]
+            checks, futures = audio.submit(pool, audio_runs)
             try:
                 for group in video_runs:
                     pictures = []
@@ -280,10 +297,12 @@ class _Media:
                     control.progress(f"segments {done}/{len(futures)}",
                                      progress.percent("segments", done, len(futures)))
             except BaseException as exc:
-                for future in futures:
+                for future in checks + futures:
                     future.cancel()
+                audio.first_done.set()  # the first run may never start: nothing waits for it
                 publisher.fail_all(exc)
                 raise
+            audios = audio.final()
             with self.stages.stage("join"):
                 control.progress("join", progress.percent("join"))
                 encode.assemble(plan, [store.path(s.key, ".mp4") for s in videos],
@@ -294,15 +313,18 @@ class _Media:
         made = {
             "video": {"count": len(videos), "rendered": len(todo_video), "encodes": len(video_runs),
                       "keys": [s.key for s in videos]},
-            "audio": {"count": len(audios), "rendered": len(todo_audio), "encodes": len(audio_runs),
+            "audio": {"count": len(audios), "rendered": len(audio.made), "encodes": audio.encodes,
                       "keys": [s.key for s in audios]},
-            "hls": {"count": len(media), "rendered": publisher.muxed, "keys": [s.key for s in media]},
+            "hls": {"count": len(media), "rendered": publisher.muxed,
+                    "keys": [s.key for s in publisher.segments]},
         }
         return made
 
     def _draw(self, store: SegmentStore, seg: segments.VideoSegment) -> tuple[Image.Image, Path]:
         """Draw a step's slide: its thumbnail (and the poster) go to the store, the picture
         to a scratch file for its video."""
+        if seg.slide.image is not None:
+            self.inspector.learn(seg.slide.image)  # decoded whole: a broken file fails here
         picture = slides.draw(self.plan, seg.slide)
         thumb = _thumbnail(self.plan, picture)
         store.write_one(seg.key, ".thumb.png", lambda p: thumb.save(p, format="PNG"))
@@ -324,7 +346,11 @@ class _Media:
                video: Path) -> dict[str, Any]:
         """WebM in one piece: the whole track mixed on one thread while the slides are
         drawn and encoded on this one; the audio thread writes the file."""
-        plan, control, stages = self.plan, self.control, self.stages
+        control, stages = self.control, self.stages
+        with stages.stage("checks"):  # one track: every clip's loudness first, 4 at a time
+            wanted = [s.narration for s in self.plan.slides if s.narration is not None]
+            learnt = self.inspector.learn_all([self.plan.music, *wanted] if self.plan.music else wanted)
+        plan = self.plan = with_assets(self.plan, learnt)
         whole = segments.run_of(segments.audio_segments(plan, encode.CODECS[plan.format]["audio"],
                                                         music_samples, whole=True))
         video_ready: Future[Path] = Future()
@@ -354,6 +380,8 @@ class _Media:
                 control.check()
                 control.progress(f"slides {slide.index + 1}/{len(plan.slides)}",
                                  progress.percent("slides", slide.index, len(plan.slides)))
+                if slide.image is not None:
+                    self.inspector.learn(slide.image)
                 picture = slides.draw(plan, slide)
                 path = self.scratch / f"slide-{slide.index:03d}.bmp"
                 picture.save(path)
@@ -367,6 +395,98 @@ class _Media:
             self._sheet_and_captions(thumbs)
             encoding.finish(self.left(), control.stop)
         return track
+
+
+class _Audio:
+    """The audio side of a segmented render: each run of steps made after its clips are
+    checked (decoded, loudness measured), keyed then if it was pending, made unless stored."""
+
+    def __init__(self, media: _Media, store: SegmentStore, codec: list[str], music: Path | None,
+                 music_samples: int | None, publisher: hls.Publisher,
+                 audios: list[segments.AudioSegment]) -> None:
+        self.media, self.store, self.codec, self.music = media, store, codec, music
+        self.music_samples, self.publisher = music_samples, publisher
+        self.known = {s.index: s for s in audios}
+        self.made: list[int] = []  # indexes of the segments encoded here
+        self.encodes = 0
+        self._lock = threading.Lock()
+        self.first_done = threading.Event()  # set once the first run is made (or failed)
+
+    def submit(self, pool: ThreadPoolExecutor,
+               runs: list[list[segments.AudioSegment]]) -> tuple[list[Future[Any]], list[Future[Any]]]:
+        """Queue each run after the checks of the assets it needs that nothing has queued yet
+        (the pool takes them in order: checks for step 1, step 1, checks for the next run, ...)."""
+        plan, inspector = self.media.plan, self.media.inspector
+        queued: set[str] = set()
+        checks: list[Future[Any]] = []
+        futures: list[Future[Any]] = []
+        for number, group in enumerate(runs):
+            for asset in (a for seg in group for a in segments.needs(plan, seg)):
+                if asset.id not in queued and not inspector.asset(asset.id).checked:
+                    queued.add(asset.id)
+                    learn = inspector.learn if number == 0 else self._after_first(inspector.learn)
+                    checks.append(pool.submit(learn, asset))
+            futures.append(pool.submit(self._first if number == 0 else self.encode, group))
+        if not runs:
+            self.first_done.set()
+        return checks, futures
+
+    def _first(self, group: list[segments.AudioSegment]) -> None:
+        """The first run (the first step needed): the later runs' checks wait for it, so it
+        does not share the cores with them (they would only delay the first segment)."""
+        try:
+            self.encode(group)
+        finally:
+            self.first_done.set()
+
+    def _after_first(self, learn: Callable[[asset_checks.Asset], asset_checks.Asset]
+                     ) -> Callable[[asset_checks.Asset], asset_checks.Asset]:
+        def later(asset: asset_checks.Asset) -> asset_checks.Asset:
+            self.first_done.wait()
+            return learn(asset)
+        return later
+
+    def encode(self, group: list[segments.AudioSegment]) -> None:
+        media, store, control = self.media, self.store, self.media.control
+        control.check()
+        plan = with_assets(media.plan, {a.id: media.inspector.learn(a)
+                                        for seg in group for a in segments.needs(media.plan, seg)})
+        todo = group
+        if any(seg.pending for seg in group):
+            fresh = segments.audio_segments(plan, self.codec, self.music_samples)
+            group = [fresh[seg.index] for seg in group]
+            self.publisher.audio_known(group)
+            found = store.get_many([(seg.key, ".aac") for seg in group])
+            todo = [seg for seg in group if not found[seg.key, ".aac"]]
+        with self._lock:
+            self.known.update((seg.index, seg) for seg in group)
+        for run in _consecutive(todo):
+            whole = segments.run_of(run)
+
+            def make(tmps: list[Path], whole: segments.AudioRun = whole) -> None:
+                mix.encode_run(plan, whole, self.music, self.codec, tmps, timeout=media.left(),
+                               stop=control.stop)
+
+            store.write([seg.key for seg in run], ".aac", make)
+            with self._lock:
+                self.made += [seg.index for seg in run]
+                self.encodes += 1
+        self.publisher.ready("audio", [seg.index for seg in group])
+
+    def final(self) -> list[segments.AudioSegment]:
+        """Every step's audio segment under its final key."""
+        return [self.known[index] for index in sorted(self.known)]
+
+
+def _consecutive(group: list[segments.AudioSegment]) -> list[list[segments.AudioSegment]]:
+    """``group`` cut where a step is missing (stored segments left out of a run)."""
+    cut: list[list[segments.AudioSegment]] = []
+    for seg in group:
+        if cut and cut[-1][-1].index == seg.index - 1:
+            cut[-1].append(seg)
+        else:
+            cut.append([seg])
+    return cut
 
 
 def _video_files(seg: segments.VideoSegment) -> tuple[str, ...]:

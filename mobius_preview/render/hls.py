@@ -26,7 +26,7 @@ import json
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from . import artifacts, ffmpeg
@@ -56,8 +56,16 @@ class MediaSegment:
     key: str
 
 
+def _key(plan: Plan, video: VideoSegment, audio: AudioSegment, frame: int, first_packet: int,
+         tail: int | None) -> str:
+    facts = {"hls": HLS_FORMAT, "video": video.key, "audio": audio.key, "frame": frame,
+             "packet": first_packet, "fps": plan.fps, "tail": tail}
+    return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()
+
+
 def media_segments(plan: Plan, videos: list[VideoSegment], audios: list[AudioSegment]) -> list[MediaSegment]:
-    """The plan's media segments, one per step, keyed by their inputs and position."""
+    """The plan's media segments, one per step, keyed by their inputs and position (an audio
+    segment still ``pending`` gives a provisional key: ``with_audio`` once it is known)."""
     total = total_samples(plan)
     packets = -(-total // PACKET) + 1
     tail = total + PACKET - (packets - 1) * PACKET
@@ -65,13 +73,17 @@ def media_segments(plan: Plan, videos: list[VideoSegment], audios: list[AudioSeg
     for video, audio in zip(videos, audios, strict=True):
         last = video.index == len(videos) - 1
         first_packet = audio.encode_start // PACKET + audio.keep_from
-        facts = {"hls": HLS_FORMAT, "video": video.key, "audio": audio.key, "frame": frame,
-                 "packet": first_packet, "fps": plan.fps, "tail": tail if last else None}
-        key = hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()
+        key = _key(plan, video, audio, frame, first_packet, tail if last else None)
         found.append(MediaSegment(video.index, video, audio, frame, first_packet, tail if last else None,
                                   packets - first_packet, video.frames / plan.fps, key))
         frame += video.frames
     return found
+
+
+def with_audio(plan: Plan, seg: MediaSegment, audio: AudioSegment) -> MediaSegment:
+    """``seg`` with its audio segment's key known (same place, same timing)."""
+    return replace(seg, audio=audio, key=_key(plan, seg.video, audio, seg.start_frame, seg.first_packet,
+                                              seg.last_packet_tail))
 
 
 def _boxes(data: bytes) -> Iterator[tuple[bytes, bytes]]:
@@ -159,7 +171,7 @@ class Publisher:
     def __init__(self, plan: Plan, store: SegmentStore, segments: list[MediaSegment], out: Path,
                  scratch: Path, publish: Publish, left: Callable[[], float],
                  stop: threading.Event) -> None:
-        self.plan, self.store, self.segments, self.out = plan, store, segments, out
+        self.plan, self.store, self.segments, self.out = plan, store, list(segments), out
         self.scratch, self.publish, self.left, self.stop = scratch, publish, left, stop
         self.video_ready: dict[int, Future[None]] = {s.index: Future() for s in segments}
         self.audio_ready: dict[int, Future[None]] = {s.index: Future() for s in segments}
@@ -175,15 +187,22 @@ class Publisher:
                 else:
                     table[index].set_exception(error)
 
+    def audio_known(self, audios: list[AudioSegment]) -> None:
+        """The keys of these steps' audio segments are known (their clips' loudness measured):
+        called before ``ready`` for them, so the publishing thread sees the final keys."""
+        for audio in audios:
+            self.segments[audio.index] = with_audio(self.plan, self.segments[audio.index], audio)
+
     def fail_all(self, error: BaseException) -> None:
         """The render failed: nothing more will be ready."""
         self.ready("video", list(self.video_ready), error)
         self.ready("audio", list(self.audio_ready), error)
 
     def run(self) -> None:
-        for count, seg in enumerate(self.segments, start=1):
-            self.video_ready[seg.index].result()
-            self.audio_ready[seg.index].result()
+        for count in range(1, len(self.segments) + 1):
+            self.video_ready[count - 1].result()
+            self.audio_ready[count - 1].result()
+            seg = self.segments[count - 1]  # read once ready: its audio key is final
             if self.stop.is_set():
                 return
             files = self._made(seg)

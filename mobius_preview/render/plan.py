@@ -7,7 +7,7 @@ to whole frames so the video, the audio and the captions share one timeline.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..errors import LimitExceeded
@@ -78,6 +78,25 @@ class Plan:
             },
             "slides": [s.as_dict() for s in self.slides],
         }
+
+
+def with_assets(plan: Plan, assets: dict[str, Asset]) -> Plan:
+    """The plan with its narration clips and music replaced by ``assets``' (the same files
+    with the facts learnt since the plan was laid out)."""
+
+    def swap(asset: Asset | None) -> Asset | None:
+        return assets.get(asset.id, asset) if asset is not None else None
+
+    slides = [replace(s, narration=swap(s.narration)) if s.narration is not None else s for s in plan.slides]
+    return replace(plan, slides=slides, music=swap(plan.music))
+
+
+def lengths_needed(job: dict[str, Any]) -> list[str]:
+    """The narration clips whose length the plan needs (steps without ``durationSec``), in
+    step order: the only audio decoded before the plan exists."""
+    steps = job["previewRequest"].get("steps") or []
+    return list(dict.fromkeys(s["narration"] for s in steps
+                              if s.get("narration") and s.get("durationSec") is None))
 
 
 def estimate_seconds(text: str) -> float:

@@ -62,7 +62,11 @@ def _first_sample(plan: Plan, slide: Slide) -> int:
 
 def clip_gain_db(asset: Asset | None, normalize: bool) -> float:
     """Per-clip normalisation: the gain that brings one clip to TARGET_LUFS on its own."""
-    if not normalize or asset is None or asset.loudness is None:
+    if not normalize or asset is None:
+        return 0.0
+    if not asset.checked:
+        raise ValueError(f"{asset.where}: the clip's loudness is not measured yet")
+    if asset.loudness is None:
         return 0.0
     return round(max(-MAX_GAIN_DB, min(MAX_GAIN_DB, TARGET_LUFS - asset.loudness)), 2)
 
@@ -97,7 +101,29 @@ class AudioSegment:
     keep: int | None  # packets kept; None: to the end of the track
     clips: tuple[Clip, ...]
     music_phase: int  # sample of the music loop at mix_start
-    key: str
+    key: str  # PENDING until the loudness of every clip it mixes is known
+
+    @property
+    def pending(self) -> bool:
+        return self.key == PENDING
+
+
+PENDING = ""  # the key of an audio segment whose clips' loudness is not measured yet
+
+
+def _gain(asset: Asset | None, normalize: bool) -> float | None:
+    """clip_gain_db, or None while the clip's loudness is not measured."""
+    if normalize and asset is not None and not asset.checked:
+        return None
+    return clip_gain_db(asset, normalize)
+
+
+def needs(plan: Plan, segment: AudioSegment) -> list[Asset]:
+    """The assets an audio segment mixes (the music, then its clips in order): what must be
+    checked (decoded, its loudness measured) before it is made."""
+    found = {plan.music.id: plan.music} if plan.music is not None else {}
+    found.update((c.asset.id, c.asset) for c in segment.clips)
+    return list(found.values())
 
 
 S = TypeVar("S", "VideoSegment", "AudioSegment")
@@ -132,7 +158,7 @@ def audio_segments(plan: Plan, codec: list[str], music_samples: int | None, *,
         (slide.narration, _first_sample(plan, slide), sample_at(plan, round(slide.duration * plan.fps)))
         for slide in plan.slides if slide.narration is not None
     ]
-    music_gain = clip_gain_db(plan.music, plan.normalize)
+    music_gain = _gain(plan.music, plan.normalize)
     segments = []
     for index, start in enumerate(starts):
         last = index == len(starts) - 1
@@ -142,11 +168,10 @@ def audio_segments(plan: Plan, codec: list[str], music_samples: int | None, *,
         keep = None if last else _first_packet(starts[index + 1]) - first_packet
         end = total if keep is None else min(total, (first_packet + keep + POST_ROLL_PACKETS) * PACKET)
         mix_start, mix_end = max(0, encode_start - MIX_PRE_ROLL), end + MIX_POST_ROLL
-        clips = tuple(
-            Clip(asset, at - mix_start, length, clip_gain_db(asset, plan.normalize))
-            for asset, at, length in placed
-            if at < mix_end and at + length > mix_start
-        )
+        gains = [(asset, at, length, _gain(asset, plan.normalize)) for asset, at, length in placed
+                 if at < mix_end and at + length > mix_start]
+        clips = tuple(Clip(asset, at - mix_start, length, 0.0 if gain is None else gain)
+                      for asset, at, length, gain in gains)
         phase = mix_start % music_samples if music_samples else 0
         facts = {
             "rate": SAMPLE_RATE, "codec": codec, "normalize": plan.normalize,
@@ -156,8 +181,10 @@ def audio_segments(plan: Plan, codec: list[str], music_samples: int | None, *,
             "music": None if plan.music is None else
             [plan.music.sha256, phase, music_gain, plan.music_volume],
         }
+        known = music_gain is not None and all(gain is not None for *_, gain in gains)
         segments.append(AudioSegment(index, mix_start, mix_end, encode_start, end,
-                                     first_packet - encode_packet, keep, clips, phase, _key("audio", facts)))
+                                     first_packet - encode_packet, keep, clips, phase,
+                                     _key("audio", facts) if known else PENDING))
     return segments
 
 
