@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import threading
 from pathlib import Path
 
@@ -211,7 +212,11 @@ def _job_with_asset(path: str, kind: str = "image", **extra) -> dict:
 
 
 def _identify_and_prepare(job: dict) -> None:
-    render.prepare(render.identify(job, ASSETS), 900)
+    """Locate, prepare and render (as a dry run): an asset the plan does not need is checked
+    while the job renders (before its step), a dry run checks them all."""
+    prepared = render.prepare(render.identify(dict(job, dryRun=True), ASSETS), 900)
+    with tempfile.TemporaryDirectory() as out:
+        render.render(prepared, Path(out), timeout=60)
 
 
 @pytest.fixture

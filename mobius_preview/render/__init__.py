@@ -299,7 +299,6 @@ class _Media:
             except BaseException as exc:
                 for future in checks + futures:
                     future.cancel()
-                audio.first_done.set()  # the first run may never start: nothing waits for it
                 publisher.fail_all(exc)
                 raise
             audios = audio.final()
@@ -410,7 +409,6 @@ class _Audio:
         self.made: list[int] = []  # indexes of the segments encoded here
         self.encodes = 0
         self._lock = threading.Lock()
-        self.first_done = threading.Event()  # set once the first run is made (or failed)
 
     def submit(self, pool: ThreadPoolExecutor,
                runs: list[list[segments.AudioSegment]]) -> tuple[list[Future[Any]], list[Future[Any]]]:
@@ -424,27 +422,16 @@ class _Audio:
             for asset in (a for seg in group for a in segments.needs(plan, seg)):
                 if asset.id not in queued and not inspector.asset(asset.id).checked:
                     queued.add(asset.id)
-                    learn = inspector.learn if number == 0 else self._after_first(inspector.learn)
-                    checks.append(pool.submit(learn, asset))
-            futures.append(pool.submit(self._first if number == 0 else self.encode, group))
-        if not runs:
-            self.first_done.set()
+                    checks.append(pool.submit(inspector.learn if number == 0 else self._later, asset))
+            futures.append(pool.submit(self.encode, group))
         return checks, futures
 
-    def _first(self, group: list[segments.AudioSegment]) -> None:
-        """The first run (the first step needed): the later runs' checks wait for it, so it
-        does not share the cores with them (they would only delay the first segment)."""
-        try:
-            self.encode(group)
-        finally:
-            self.first_done.set()
-
-    def _after_first(self, learn: Callable[[asset_checks.Asset], asset_checks.Asset]
-                     ) -> Callable[[asset_checks.Asset], asset_checks.Asset]:
-        def later(asset: asset_checks.Asset) -> asset_checks.Asset:
-            self.first_done.wait()
-            return learn(asset)
-        return later
+    def _later(self, asset: asset_checks.Asset) -> asset_checks.Asset:
+        """A check for a run after the first: made once the first segment is out (or never
+        will be), so it does not share the cores with what the viewer waits for. A run that
+        needs it sooner checks it itself (``Inspector.learn``): nothing waits on this wait."""
+        self.publisher.first.wait()
+        return self.media.inspector.learn(asset)
 
     def encode(self, group: list[segments.AudioSegment]) -> None:
         media, store, control = self.media, self.store, self.media.control

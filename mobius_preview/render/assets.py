@@ -25,6 +25,7 @@ import json
 import os
 import stat
 import threading
+import time
 import warnings
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -84,10 +85,13 @@ def resolve(project_root: Path, relative: str, where: str) -> Path:
 
 # sha256 of files already hashed by this process, by (path, device, inode, size, mtime_ns,
 # ctime_ns): writing a file changes its times (ctime cannot be set back), replacing it its
-# inode, so a changed file is hashed again. Bounded: cleared when it grows past the limit.
+# inode, so a changed file is hashed again. A file changed less than _SETTLED_NS ago is not
+# remembered: file times come from a coarse clock (a few ms), and a second write within the
+# same tick would leave them as they were (git's "racy" files). Bounded: cleared when full.
 _HASHED: dict[tuple[str, int, int, int, int, int], str] = {}
 _HASHED_MAX = 100_000
 _HASHED_LOCK = threading.Lock()
+_SETTLED_NS = 1_000_000_000
 
 
 def _stamp(path: Path, st: os.stat_result) -> tuple[str, int, int, int, int, int]:
@@ -106,7 +110,8 @@ def _sha256(path: Path, st: os.stat_result | None = None) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     # A write during the read changes the times: keep the digest only when they held.
-    if _stamp(path, path.stat()) == stamp:
+    settled = time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) >= _SETTLED_NS
+    if settled and _stamp(path, path.stat()) == stamp:
         with _HASHED_LOCK:
             if len(_HASHED) >= _HASHED_MAX:
                 _HASHED.clear()

@@ -176,6 +176,7 @@ class Publisher:
         self.video_ready: dict[int, Future[None]] = {s.index: Future() for s in segments}
         self.audio_ready: dict[int, Future[None]] = {s.index: Future() for s in segments}
         self.muxed = 0
+        self.first = threading.Event()  # the first segment is published, or never will be
 
     def ready(self, kind: str, indexes: list[int], error: BaseException | None = None) -> None:
         """Steps' video (``kind`` "video") or audio segments are stored, or failed."""
@@ -197,8 +198,15 @@ class Publisher:
         """The render failed: nothing more will be ready."""
         self.ready("video", list(self.video_ready), error)
         self.ready("audio", list(self.audio_ready), error)
+        self.first.set()
 
     def run(self) -> None:
+        try:
+            self._run()
+        finally:
+            self.first.set()
+
+    def _run(self) -> None:
         for count in range(1, len(self.segments) + 1):
             self.video_ready[count - 1].result()
             self.audio_ready[count - 1].result()
@@ -212,6 +220,7 @@ class Publisher:
             if count == len(self.segments):
                 (self.out / artifacts.PLAYLIST).write_text(text, encoding="utf-8")
             self.publish(files, text)
+            self.first.set()
 
     def _made(self, seg: MediaSegment) -> list[Path]:
         """The segment's files (and the init with step 0's), muxed unless stored."""
