@@ -282,7 +282,8 @@ def execute(payload: Any, located: Located | None = None, control: Control | Non
         "cacheHit": cache_hit,
         "duration": duration,
         "folder": folder,
-        "artifacts": dict(files),
+        # The files a person fetches; the HLS segments are the playlist's, served by its URIs.
+        "artifacts": {name: where for name, where in files.items() if not render.artifacts.is_segment(name)},
         "seconds": round(time.perf_counter() - started, 4),
     }
 

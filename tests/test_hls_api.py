@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +71,29 @@ def job_of(steps: int, seconds: float) -> dict[str, Any]:
     return job
 
 
-def test_playable_event_and_playlist_link_come_before_the_job_ends(http, worker, settings_env, tmp_path):
+@pytest.fixture(scope="module")
+def store_server(tmp_path_factory):
+    """A real SeaweedFS for the store variant (started once for this module)."""
+    import seaweed
+
+    srv = seaweed.start(tmp_path_factory.mktemp("weed"))
+    srv.bucket_create("mobius-hls")
+    yield srv
+    srv.kill()
+
+
+@pytest.fixture(params=["disk", "store"])
+def where(request, settings_env) -> Iterator[str]:
+    """The growing preview published on this host's disk, or in the object store
+    (live/<jobId>/ in the bucket), from where the API serves it to any host."""
+    if request.param == "store":
+        server = request.getfixturevalue("store_server")
+        settings_env(**server.env(), PREVIEW_STORAGE_URL=f"s3://mobius-hls/run-{os.getpid()}-{time.time_ns()}")
+    yield request.param
+
+
+def test_playable_event_and_playlist_link_come_before_the_job_ends(http, worker, settings_env, tmp_path,
+                                                                   where):
     script, gate = gated_ffmpeg(tmp_path)
     settings_env(FFMPEG_BINARY=str(script))
     job = job_of(4, 1.0)
@@ -109,6 +132,13 @@ def test_playable_event_and_playlist_link_come_before_the_job_ends(http, worker,
     final = http.get(done["links"]["playlist"]).text
     assert final.rstrip().endswith("#EXT-X-ENDLIST") and len(re.findall("#EXTINF", final)) == 4
     assert "preview.m3u8" in done["links"]["artifacts"]  # the finished preview keeps it, from its folder
+    from mobius_preview import results, storage
+
+    if where == "store":  # the live copy went with the job's end; the finished one is in the bucket
+        assert (storage.lookup(results.status(job_id)["key"]) or "").startswith("s3://")
+        assert not list(storage.remote().list(f"live/{job_id}/"))
+    else:
+        assert not storage.live_dir(job_id).exists()
 
 
 class Chromium:

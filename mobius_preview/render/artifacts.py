@@ -27,6 +27,11 @@ def is_video(name: str) -> bool:
     return name.startswith(f"{_VIDEO_STEM}.") and name != PLAYLIST
 
 
+def is_segment(name: str) -> bool:
+    """Whether ``name`` is one of the HLS preview's segments (listed by its playlist)."""
+    return HLS_SEGMENT.match(name) is not None
+
+
 def is_hls(name: str) -> bool:
     """Whether ``name`` is a file of the HLS preview (the playlist or a segment)."""
     return name == PLAYLIST or HLS_SEGMENT.match(name) is not None
