@@ -24,6 +24,9 @@ from mobius_preview.errors import AssetError
 from mobius_preview.render import assets
 from mobius_preview.render.control import Control
 
+# Real renders with ffmpeg: not in `make check`; `make test` starts them first.
+pytestmark = pytest.mark.slow(8)
+
 
 def facts_files(folder: Path) -> set[str]:
     return {p.name for p in folder.iterdir() if not p.name.startswith(".")} if folder.is_dir() else set()

@@ -14,6 +14,9 @@ from conftest import tiny_render_job
 import mobius_preview
 from mobius_preview import client
 
+# Real renders and servers: not in `make check`; `make test` starts them first.
+pytestmark = pytest.mark.slow(6)
+
 BUCKET = "asset-urls"
 
 

@@ -81,6 +81,7 @@ def test_worker_refuses_to_start_on_an_unreachable_broker():
     assert ":pw@" not in proc.stderr + proc.stdout
 
 
+@pytest.mark.slow(3)
 def test_cli_reports_a_bad_setting_in_one_line():
     import os
 

@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from mobius_preview import health, layout, records
 
 
@@ -39,12 +41,14 @@ def test_degraded_with_dead_letters(worker_process):
     assert "1 jobs in the dead-letter queue" in report["reasons"]
 
 
+@pytest.mark.slow(25)
 def test_down_without_workers():
     code, report, _ = cli_health()
     assert code == 2 and report["status"] == "down"
     assert "no worker answered a ping" in report["reasons"]
 
 
+@pytest.mark.slow(12)
 def test_down_when_the_broker_is_unreachable(settings_env):
     code, report, _ = cli_health({"REDIS_URL": "redis://127.0.0.1:1/0"})
     assert code == 2 and report["status"] == "down"

@@ -13,12 +13,16 @@ import re
 from pathlib import Path
 
 import imageio_ffmpeg
+import pytest
 from test_segments import pcm, rendered, tone_job
 from test_segments import tones as tones  # a fixture
 
 from mobius_preview import render
 from mobius_preview.render import artifacts, ffmpeg, hls, segments
 from mobius_preview.render.control import Control
+
+# Real renders with ffmpeg: not in `make check`; `make test` starts them first.
+pytestmark = pytest.mark.slow(12)
 
 EXTINF = re.compile(r"#EXTINF:([\d.]+),\n(\S+)")
 

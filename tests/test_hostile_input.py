@@ -6,12 +6,16 @@ import copy
 import json
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import mobius_preview
 from mobius_preview import InvalidPayload, layout, records, schema
 from mobius_preview.schema import check, parse_json
+
+# Hypothesis searches against a real Redis: not in `make check`; `make test` starts them first.
+pytestmark = pytest.mark.slow(10)
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "schemas" / "examples"
 BASE = {

@@ -28,6 +28,9 @@ from mobius_preview.errors import (
 )
 from mobius_preview.objectstore import ObjectStore
 
+# A real SeaweedFS each: not in `make check`; `make test` starts them first.
+pytestmark = pytest.mark.slow(4)
+
 BUCKET = "previews"
 
 

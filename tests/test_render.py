@@ -21,6 +21,9 @@ from mobius_preview.errors import AssetError, LimitExceeded
 from mobius_preview.render import artifacts, captions, ffmpeg, manifest, slides
 from mobius_preview.render.plan import NARRATION_PAUSE, estimate_seconds
 
+# Real renders with ffmpeg: not in `make check`; `make test` starts them first.
+pytestmark = pytest.mark.slow(8)
+
 ASSETS = RUN_DIR / "assets"
 PROJECT = ASSETS / "proj-catan-demo"
 EXAMPLE = Path(__file__).resolve().parent.parent / "schemas" / "examples" / "catan-intro.json"

@@ -104,6 +104,7 @@ def test_malformed_json_is_an_invalid_payload():
     assert caught.value.issues[0].rule == "json"
 
 
+@pytest.mark.slow(5)
 def test_cli_validate_reports_ok_and_every_error():
     cli = [sys.executable, "-m", "mobius_preview.cli", "validate"]
     ok = subprocess.run([*cli, str(EXAMPLES / "catan-intro.json")], capture_output=True, text=True)

@@ -26,6 +26,9 @@ from mobius_preview.errors import EncoderError
 from mobius_preview.render import encode, ffmpeg, mix, segments
 from mobius_preview.render.store import SegmentStore, prune
 
+# Real renders with ffmpeg: not in `make check`; `make test` starts them first.
+pytestmark = pytest.mark.slow(10)
+
 ASSETS = RUN_DIR / "assets"
 PROJECT = "proj-segments"
 RATE = segments.SAMPLE_RATE

@@ -218,6 +218,7 @@ def _save_slide(name: str, language: str, body: str) -> None:
     slides.draw(plan, plan.slides[0]).save(ARTIFACTS / f"linebreak-{name}.png")
 
 
+@pytest.mark.slow(4)
 @pytest.mark.parametrize("name", sorted(LINE_BREAK_SAMPLES))
 def test_lines_break_where_unicode_and_the_cjk_rules_allow(name):
     language, body, words = LINE_BREAK_SAMPLES[name]

@@ -20,6 +20,9 @@ import mobius_preview
 from mobius_preview import client, config
 from mobius_preview.api import create_app
 
+# A live uvicorn and a real SeaweedFS: not in `make check`; `make test` starts them first.
+pytestmark = pytest.mark.slow(4)
+
 KEY = "test-upload-key-0123456789"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 BUCKET = "uploads"
