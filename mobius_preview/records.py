@@ -11,10 +11,12 @@ can leave them half-done.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
 import uuid
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -83,16 +85,21 @@ def _client(url: str) -> redis.Redis:
     return conn
 
 
-@lru_cache(maxsize=4)
-def _async_client(url: str) -> redis.asyncio.Redis:
-    conn: redis.asyncio.Redis = connect(asynchronous=True, socket_connect_timeout=2,
-                                        socket_timeout=EVENT_BLOCK + 5, health_check_interval=15)
-    return conn
+# One asyncio client per event loop and URL: its connections belong to the loop that
+# made them (a server restarted in the same process, as tests do, runs a new loop).
+_async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, redis.asyncio.Redis]] = (
+    weakref.WeakKeyDictionary())
 
 
 def async_client(cfg: Settings | None = None) -> redis.asyncio.Redis:
-    """An asyncio client for the API's event streams (one per process: one event loop)."""
-    return _async_client((cfg or settings()).redis_url)
+    """The asyncio client of the running event loop (the API's submissions and event
+    streams), made on first use in that loop."""
+    url = (cfg or settings()).redis_url
+    per_loop = _async_clients.setdefault(asyncio.get_running_loop(), {})
+    if url not in per_loop:
+        per_loop[url] = connect(asynchronous=True, socket_connect_timeout=2, socket_timeout=EVENT_BLOCK + 5,
+                                health_check_interval=15)
+    return per_loop[url]
 
 
 def client(cfg: Settings | None = None) -> redis.Redis:

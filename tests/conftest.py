@@ -76,6 +76,10 @@ import mobius_preview  # noqa: E402
 from mobius_preview import config, layout, records  # noqa: E402
 
 assert config.settings().key_prefix == PREFIX, "mobius_preview was imported before the test env"
+# Celery reads celeryconfig (the broker URL among it) on first use of app.conf: do it now,
+# so a test that points REDIS_URL at a dead server first in its process (settings_env)
+# cannot leave the app's broker there for every later test of that process.
+assert mobius_preview.app.conf.broker_url == config.settings().redis_url
 
 
 # Fixtures that start a Celery worker (in this process or as a subprocess) or a server
