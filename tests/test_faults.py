@@ -24,6 +24,7 @@ SHORT = {"PREVIEW_SOFT_TIME_LIMIT": "8", "PREVIEW_TIME_LIMIT": "10", "PREVIEW_VI
 
 
 @pytest.mark.slow(60)
+@pytest.mark.timeout(900)  # its jobs are waited for with their own timeouts
 def test_sigkill_storm_every_job_succeeds_exactly_once(worker_process, tmp_path):
     env = {**SHORT, "FFMPEG_BINARY": str(fake_ffmpeg(tmp_path, sleep=0.05))}
     jobs = [small_job() for _ in range(200)]

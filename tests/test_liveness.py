@@ -97,6 +97,7 @@ def test_a_slow_worker_keeps_its_job(worker_process, tmp_path):
 
 
 @pytest.mark.slow(95)
+@pytest.mark.timeout(900)  # its jobs are waited for with their own timeouts
 def test_a_storm_of_whole_worker_kills_loses_no_job_and_runs_none_twice(worker_process, tmp_path):
     """20 SIGKILLs of whole workers across 300 jobs on 3 workers."""
     env = {**SHIPPED, "FFMPEG_BINARY": str(fake_ffmpeg(tmp_path, sleep=0.3))}

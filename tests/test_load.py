@@ -73,6 +73,7 @@ def check_outcomes(finals):
 
 
 @pytest.mark.slow(50)
+@pytest.mark.timeout(900)  # its jobs are waited for with their own timeouts
 def test_two_thousand_jobs(worker_process, tmp_path, make_job, settings_env):
     settings_env(PREVIEW_QUEUE_MAX=str(2 * TOTAL))
     jobs = mixed_jobs(random.Random(2026), make_job)
