@@ -136,7 +136,7 @@ def _redis_url(env: dict[str, str]) -> str:
     return url
 
 
-_PROJECT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")  # a projectId, as the schema says
+PROJECT_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")  # a projectId, as the schema says
 
 
 def _api_keys(env: dict[str, str]) -> tuple[tuple[str, ...], tuple[frozenset[str] | None, ...]]:
@@ -152,7 +152,7 @@ def _api_keys(env: dict[str, str]) -> tuple[tuple[str, ...], tuple[frozenset[str
             raise ConfigError(f"PREVIEW_API_KEYS: entry {n} has no key before ':'")
         names = [p.strip() for p in projects.split("+")] if colon else []
         for name in names:
-            if not _PROJECT.match(name):
+            if not PROJECT_ID.match(name):
                 raise ConfigError(f"PREVIEW_API_KEYS: entry {n} ({fingerprint(key)}) limits the key to "
                                   f"{name!r}, not a projectId (KEY:PROJECT[+PROJECT...])")
         keys.append(key)

@@ -20,7 +20,7 @@ from celery.bootsteps import TERMINATE
 from celery.worker import state as worker_state
 from celery.worker.consumer import Consumer as CeleryConsumer
 
-from . import channel, liveness, logs, metrics, records, render, schema, storage
+from . import channel, liveness, logs, metrics, records, render, schema, storage, turns
 from .config import settings
 
 log = logging.getLogger("mobius_preview.worker")
@@ -106,6 +106,16 @@ def _job_logs_end(task_id: str | None = None, **_: object) -> None:
     token = _log_tokens.pop(task_id, None)
     if token is not None:
         logs.end(token)
+
+
+@signals.task_revoked.connect
+def _feed_after_revoke(**_: object) -> None:
+    """A revoked job's message is dropped without running its start script, which would
+    have topped up its Celery list: the feed runs here instead."""
+    try:
+        turns.feed(records.client())
+    except redis.RedisError as exc:  # the heartbeat's feed catches up
+        log.warning("could not feed after a revoked job: %s", exc)
 
 
 def keep_rejected(reason: str, raw: bytes | str, exc: BaseException | None, **details: Any) -> None:

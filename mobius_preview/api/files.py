@@ -9,14 +9,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Request, Security
+from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from .. import access, client, data
+from ..access import Principal
 from ..errors import JobNotFound
 from ..render import artifacts
-from .auth import Reader, key_or_link
+from .auth import Reader, reachable
 from .errors import Refused
 
 router = APIRouter(responses={403: {"description": "bad or expired signature"}})
@@ -31,9 +32,10 @@ class FinishedPreview:
     manifest: dict[str, Any]
 
 
-def finished_preview(job_id: str) -> FinishedPreview:
-    """A finished job's preview folder and what its manifest says; JobNotFound until then."""
-    status = client.status(job_id)
+def finished_preview(job_id: str, reader: Principal) -> FinishedPreview:
+    """A finished job's preview folder and what its manifest says; JobNotFound until then,
+    and for a job ``reader`` may not reach."""
+    status = reachable(reader, client.status(job_id))
     path = (status.get("artifacts") or {}).get(artifacts.MANIFEST)
     if not path:
         raise JobNotFound(job_id)
@@ -45,10 +47,9 @@ def finished_preview(job_id: str) -> FinishedPreview:
 
 
 @router.get("/v1/previews/{job_id}/artifacts/{name}", tags=["previews"],
-            dependencies=[Security(key_or_link)],
             responses={404: {"description": "no such job or file"}, 206: {"description": "a range"}})
-def artifact(job_id: str, name: str, request: Request) -> Response:
-    preview = finished_preview(job_id)
+def artifact(job_id: str, name: str, request: Request, reader: Reader) -> Response:
+    preview = finished_preview(job_id, reader)
     # Only names the manifest lists: nothing can point outside the preview's folder.
     if name not in preview.files or Path(name).name != name:
         raise Refused(404, f"job {job_id!r} has no file {name!r}")
@@ -68,7 +69,7 @@ def artifact(job_id: str, name: str, request: Request) -> Response:
             responses={404: {"description": "no such job, or no preview yet"}})
 def review_page(job_id: str, request: Request, reader: Reader) -> Response:
     """The review page: player with captions, poster, contact sheet, the main facts."""
-    preview = finished_preview(job_id)
+    preview = finished_preview(job_id, reader)
     # The page's own links open the files the way the page was opened: the same signed
     # link, or (opened with a key, which a <video> cannot send) a fresh one.
     link = ({"expires": request.query_params["expires"], "sig": request.query_params["sig"]}
