@@ -2,8 +2,9 @@
 -- queues hold `limit` jobs, or its project already has its most jobs waiting, write its
 -- record, start its event stream afresh and push its message onto its project's list for
 -- its priority (the project joins that priority's rotation when the list was empty and
--- it is not paused). Then the feed hands jobs to the Celery lists, in turns, while they
--- have room: a job accepted into an idle system is on its Celery list when this returns.
+-- it is not paused). Then the feed hands jobs of that priority to its Celery list, in
+-- turns, while it has room: a job accepted into an idle system is on its Celery list
+-- when this returns, and each job of a batch meets the limits as if submitted alone.
 -- All jobs in one round trip and atomically, so a job is either recorded and queued, or
 -- neither. When every job was accepted, the batch's task-sent events go out too (PUBLISH).
 --
@@ -63,11 +64,11 @@ for j = 1, jobs do
     end
     redis.call('HINCRBY', t.backlog, priority, 1)
     redis.call('HINCRBY', t.waiting, project, 1)
+    feed_priority(t, rank[priority])  -- as if submitted alone: a batch meets the same limits
     depth = depth + 1
     accepted = accepted + 1
     out[j] = 'claimed:' .. depth
   end
 end
-feed(t)
 if accepted == jobs and ARGV[6] ~= '' then redis.call('PUBLISH', ARGV[6], ARGV[7]) end
 return out

@@ -16,10 +16,9 @@ redis.call('SADD', t.paused, project)
 local back = 0
 for i, queue in ipairs(t.queues) do
   redis.call('LREM', t.rotations[i], 0, project)
-  -- oldest first (the right end), so they go back in the order they came
-  local messages = redis.call('LRANGE', queue, 0, -1)
-  for n = #messages, 1, -1 do
-    local message = messages[n]
+  -- newest first, each onto the oldest end of the project's list: they keep their order,
+  -- and come before the project's jobs that were never handed over
+  for _, message in ipairs(redis.call('LRANGE', queue, 0, -1)) do
     if string.match(message, '"projectId": "([^"]+)"') == project then
       redis.call('LREM', queue, 1, message)
       redis.call('RPUSH', KEYS[11 + i], message)
