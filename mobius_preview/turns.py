@@ -64,6 +64,15 @@ def feed(conn: redis.Redis) -> int:
     return moved
 
 
+def revoked(conn: redis.Redis, job_id: str) -> int:
+    """A worker dropped ``job_id``'s message unrun (revoked after a cancel): uncount the
+    job if it ended, and feed; returns how many jobs moved."""
+    cfg = settings()
+    moved: int = scripts.script("revoked", conn)(keys=[layout.job_key(job_id, cfg), *keys(cfg)],
+                                                 args=[job_id, states.words(states.ENDED), *args(cfg)])
+    return moved
+
+
 def pause(conn: redis.Redis, project: str) -> int:
     """Hold ``project``'s jobs until ``resume``: accepted, kept, not started. Its jobs
     handed to Celery's lists but not yet taken come back; returns how many."""

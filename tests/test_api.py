@@ -356,8 +356,8 @@ def test_a_project_key_cannot_cancel_a_waiting_job_of_another_project(http):
         assert http.post("/v1/previews", json=waiting, headers=AUTH).status_code == 202
         assert http.delete(f"/v1/previews/{waiting['jobId']}", headers=TEAM).status_code == 404
         assert http.get(f"/v1/previews/{waiting['jobId']}", headers=AUTH).json()["state"] == "queued"
-        stats = http.get("/v1/queues", headers=AUTH).json()
-        assert stats["projects"]["proj-foreign"]["paused"] and stats["projects"]["proj-foreign"]["waiting"] == 1
+        foreign = http.get("/v1/queues", headers=AUTH).json()["projects"]["proj-foreign"]
+        assert foreign["paused"] and foreign["waiting"] == 1
         assert http.delete(f"/v1/previews/{waiting['jobId']}", headers=AUTH).json()["state"] == "cancelled"
     finally:
         assert http.post("/v1/projects/proj-foreign/resume", headers=AUTH).status_code == 200

@@ -8,7 +8,7 @@ from itertools import pairwise
 
 import pytest
 from celery.contrib.testing.worker import start_worker
-from conftest import fake_ffmpeg, small_job
+from conftest import fake_ffmpeg, small_job, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
 import mobius_preview
@@ -41,8 +41,8 @@ def test_one_job_of_a_second_project_starts_within_the_first_few_behind_a_batch_
     (single,) = _jobs(make_job, "single-project", 1)
     mobius_preview.submit(single)
     assert records.queue_depths()["normal"] == 61
-    _run_all_one_at_a_time(batch + [single])
-    order = _start_order(batch + [single])
+    _run_all_one_at_a_time([*batch, single])
+    order = _start_order([*batch, single])
     position = order.index("single-project")
     print(f"the single job started {position + 1}th of {len(order)}")
     # Handed over before it came: at most PREVIEW_QUEUE_AHEAD jobs of the batch, then one turn.
@@ -194,7 +194,8 @@ def test_pause_and_resume_from_the_command_line(capsys):
     assert json.loads(capsys.readouterr().out)["paused"] is True
     assert client.queue_stats()["projects"]["cli-project"]["paused"] is True
     assert main(["resume", "cli-project"]) == 0
-    assert json.loads(capsys.readouterr().out) == {"project": "cli-project", "paused": False, "wasPaused": True}
+    assert json.loads(capsys.readouterr().out) == {"project": "cli-project", "paused": False,
+                                                   "wasPaused": True}
     assert main(["pause", "../etc"]) == 1
     assert "project" in capsys.readouterr().err
 
@@ -244,3 +245,22 @@ def test_running_counts_end_once_whatever_ends_the_job(make_job, redis_conn):
     assert running() == 0
     records.bury(jobs[1]["jobId"], {"jobId": jobs[1]["jobId"], "error": "boom"}, error="boom")
     assert running() == 0 and redis_conn.hlen(layout.released_key()) == 0
+
+
+@pytest.mark.worker
+def test_a_cancelled_job_a_worker_drops_unrun_is_uncounted(make_job):
+    """Cancelled while waiting its turn, handed over later, revoked by the worker (Celery
+    skips it without running the task): it must not keep a place of its project's cap."""
+
+    def running() -> int:
+        return client.queue_stats()["projects"].get("revoked", {}).get("running", 0)
+
+    client.pause_project("revoked")
+    job = make_job(projectId="revoked")
+    mobius_preview.submit(job)
+    with start_worker(mobius_preview.app, pool="threads", concurrency=2, perform_ping_check=False,
+                      loglevel="WARNING"):
+        assert client.cancel(job["jobId"])["state"] == "cancelled"  # the worker hears the revoke
+        client.resume_project("revoked")  # handed over now: counted running, until the worker drops it
+        wait_for(lambda: running() == 0 and not records.queue_depths()["normal"], timeout=30)
+    assert records.get(job["jobId"])["state"] == "cancelled"
