@@ -378,3 +378,16 @@ def test_a_project_key_cannot_reach_the_operator_routes_or_replay_a_dead_letter(
     assert http.get(f"/v1/previews/{dead['jobId']}", headers=AUTH).json()["state"] == "dead"  # not replayed
     assert dead["jobId"] in [d["jobId"] for d in http.get("/v1/dead-letters", headers=AUTH).json()]
     assert http.post("/v1/projects/..bad/pause", headers=AUTH).status_code == 422
+
+
+def test_a_project_past_its_queue_limit_gets_429_naming_it_while_others_are_accepted(http, make_job,
+                                                                                        settings_env):
+    settings_env(PREVIEW_PROJECT_QUEUE_MAX="1", PREVIEW_QUEUE_AHEAD="1")
+    codes = [http.post("/v1/previews", json=make_job(projectId="proj-team"), headers=TEAM).status_code
+             for _ in range(3)]
+    assert codes == [202, 202, 429]  # one handed to Celery's queue, one waiting its turn, then full
+    full = http.post("/v1/previews", json=make_job(projectId="proj-team"), headers=TEAM)
+    assert full.json()["project"] == "proj-team" and full.json()["limit"] == 1
+    assert int(full.headers["retry-after"]) > 0
+    other = http.post("/v1/previews", json=make_job(projectId="proj-catan-demo"), headers=TEAM)
+    assert other.status_code == 202
