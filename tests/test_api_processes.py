@@ -69,7 +69,7 @@ def _signed_links(api: ApiProcess, job_id: str, timeout: float = 60) -> dict[str
     raise TimeoutError(job_id)
 
 
-@pytest.mark.slow
+@pytest.mark.slow(8)
 def test_a_link_signed_by_one_api_process_opens_in_another(api_process, worker, tiny_job):
     """No PREVIEW_SIGNING_KEY: every process derives the same key from PREVIEW_API_KEYS."""
     one, two = api_process(), api_process(workers=2)
@@ -84,7 +84,7 @@ def test_a_link_signed_by_one_api_process_opens_in_another(api_process, worker, 
     assert httpx.get(f"{two.url}{urlsplit(poster).path}?{query}", timeout=10).status_code == 403
 
 
-@pytest.mark.slow
+@pytest.mark.slow(5)
 def test_healthz_answers_while_redis_is_stalled_and_readyz_says_why(api_process, tmp_path):
     redis = PrivateRedis(tmp_path)
     redis.start()

@@ -65,6 +65,7 @@ def _worker(env_overrides: dict[str, str]) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.worker  # a `celery worker` process, refusing to start
 def test_worker_refuses_to_start_on_a_bad_setting():
     proc = _worker({"PREVIEW_WORKER_CONCURRENCY": "lots"})
     assert proc.returncode != 0
@@ -72,6 +73,7 @@ def test_worker_refuses_to_start_on_a_bad_setting():
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.worker
 def test_worker_refuses_to_start_on_an_unreachable_broker():
     proc = _worker({"REDIS_URL": "redis://:pw@127.0.0.1:1/0"})
     assert proc.returncode != 0

@@ -26,6 +26,7 @@ def value(samples, metric, **labels) -> float:
                if n == metric and set(labels.items()) <= set(lab))
 
 
+@pytest.mark.slow(25)
 def test_exporter_counts_jobs_run_by_a_real_worker(exporter_python, worker_process, make_job):
     port = free_port()
     log = (RUN_DIR / "exporter.log").open("w")

@@ -23,7 +23,7 @@ SHORT = {"PREVIEW_SOFT_TIME_LIMIT": "8", "PREVIEW_TIME_LIMIT": "10", "PREVIEW_VI
 
 
 
-@pytest.mark.slow
+@pytest.mark.slow(60)
 def test_sigkill_storm_every_job_succeeds_exactly_once(worker_process, tmp_path):
     env = {**SHORT, "FFMPEG_BINARY": str(fake_ffmpeg(tmp_path, sleep=0.05))}
     jobs = [small_job() for _ in range(200)]
@@ -49,6 +49,7 @@ def test_sigkill_storm_every_job_succeeds_exactly_once(worker_process, tmp_path)
           f"encodes started {encode_count(tmp_path)}")
 
 
+@pytest.mark.slow(10)
 def test_a_hung_render_is_ended_by_the_time_limit_and_the_worker_carries_on(worker_process, tmp_path):
     hang = fake_ffmpeg(tmp_path, sleep=60)
     env = {"FFMPEG_BINARY": str(hang), "PREVIEW_SOFT_TIME_LIMIT": "3", "PREVIEW_TIME_LIMIT": "5",

@@ -110,7 +110,8 @@ def test_refused_submissions_leave_nothing_in_redis(path, value):
     except InvalidPayload:
         pass
     assert sum(records.queue_depths().values()) == 0
-    assert _keys() == before
+    after = _keys()
+    assert after == before, {"new": sorted(after - before), "gone": sorted(before - after)}
 
 
 def _keys() -> set[str]:

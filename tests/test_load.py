@@ -72,7 +72,7 @@ def check_outcomes(finals):
             assert final["state"] == "succeeded" and final["attempts"] == 1
 
 
-@pytest.mark.slow
+@pytest.mark.slow(50)
 def test_two_thousand_jobs(worker_process, tmp_path, make_job, settings_env):
     settings_env(PREVIEW_QUEUE_MAX=str(2 * TOTAL))
     jobs = mixed_jobs(random.Random(2026), make_job)

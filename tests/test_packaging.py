@@ -8,6 +8,7 @@ that only the checkout has, fails here.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -22,13 +23,33 @@ from conftest import EXAMPLES, PREFIX, REDIS_URL, REPO, RUN_DIR, WorkerProcess
 
 from mobius_preview.render import ffmpeg as ff
 
+# One xdist worker builds the wheel and its venv (a module fixture) and runs both tests.
+pytestmark = pytest.mark.xdist_group("wheel")
+
 JOBS = ["catan-intro.json", "catan-intro-webm.json", "upstream-full.json", "upstream-minimal.json"]
 
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> Path:
-    """A fresh venv with the wheel of this tree installed; returns its bin folder."""
-    root = tmp_path_factory.mktemp("wheel")
+    """A fresh venv with the wheel of this tree installed; returns its bin folder.
+
+    Built once per run: under pytest-xdist the first worker to get here builds it in the
+    run's shared folder while holding a lock; any other worker needing it waits, then
+    uses the same venv (the xdist_group above should keep both tests on one worker, but
+    pytest 9.2's node ids defeat it: pytest-xdist issue #1386)."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    with (shared / "wheel.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        root = shared / "wheel"
+        if not (root / "ready").exists():
+            shutil.rmtree(root, ignore_errors=True)
+            _build_and_install(root)
+            (root / "ready").touch()
+    return root / "venv" / "bin"
+
+
+def _build_and_install(root: Path) -> None:
     source = root / "source"
     shutil.copytree(REPO, source, symlinks=True, ignore=shutil.ignore_patterns(
         ".git", ".venv", "data", "build", "*.egg-info", "__pycache__", ".*cache", "test-artifacts",
@@ -40,11 +61,14 @@ def installed(tmp_path_factory) -> Path:
         tops = {name.split("/")[0] for name in zf.namelist()}
     name, version = wheel.name.split("-")[:2]
     assert tops == {"mobius_preview", f"{name}-{version}.dist-info"}
-    subprocess.run([sys.executable, "-m", "venv", str(root / "venv")], check=True, timeout=120)
-    pip = subprocess.run([str(root / "venv" / "bin" / "python"), "-m", "pip", "install", "-q", str(wheel)],
+    # No pip of its own and no byte-compiling of every dependency up front: this process's
+    # pip installs into the venv's interpreter; Python compiles what is imported, as it runs.
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root / "venv")], check=True,
+                   timeout=120)
+    pip = subprocess.run([sys.executable, "-m", "pip", "--python", str(root / "venv" / "bin" / "python"),
+                          "install", "-q", "--no-compile", str(wheel)],
                          capture_output=True, text=True, timeout=900)
     assert pip.returncode == 0, pip.stderr[-3000:]
-    return root / "venv" / "bin"
 
 
 def _clean_env(**extra: str) -> dict[str, str]:
@@ -53,7 +77,8 @@ def _clean_env(**extra: str) -> dict[str, str]:
     return {**keep, "LOG_FORMAT": "text", **extra}
 
 
-@pytest.mark.slow
+@pytest.mark.slow(45)
+@pytest.mark.timeout(900)  # the venv is built in its setup
 def test_the_installed_wheel_validates_from_another_directory(installed, tmp_path):
     elsewhere = tmp_path / "host"
     elsewhere.mkdir()
@@ -78,7 +103,8 @@ def test_the_installed_wheel_validates_from_another_directory(installed, tmp_pat
     assert probe.returncode != 0 and "No module named 'celeryconfig'" in probe.stderr
 
 
-@pytest.mark.slow
+@pytest.mark.slow(45)
+@pytest.mark.timeout(900)
 def test_the_installed_wheel_renders_the_example_jobs(installed, tmp_path):
     elsewhere = tmp_path / "host"
     elsewhere.mkdir()

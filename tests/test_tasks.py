@@ -6,6 +6,7 @@ import json
 import time
 from pathlib import Path
 
+import pytest
 from celery.contrib.testing.worker import start_worker
 from conftest import encode_count, fake_ffmpeg, task_events, wait_for
 
@@ -132,6 +133,7 @@ def test_duplicate_message_of_a_finished_job_does_not_render_again(worker, tiny_
     assert client.status(job["jobId"])["renders"] == 1
 
 
+@pytest.mark.worker
 def test_strict_priority_high_jobs_run_before_waiting_low_ones(make_job):
     low = [make_job(priority="low") for _ in range(30)]
     high = [make_job(priority="high") for _ in range(5)]

@@ -90,6 +90,7 @@ def test_a_receiver_that_fails_three_times_gets_exactly_one_accepted_delivery(ho
     assert body["data"]["state"] == "succeeded"
 
 
+@pytest.mark.worker
 def test_cancelled_and_dead_jobs_are_told_too(hooks, make_job):
     receiver = hooks()
     queued = make_job(webhook={"url": receiver.url})

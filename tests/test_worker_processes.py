@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
+import pytest
 from conftest import encode_count, fake_ffmpeg, wait_for
 
 import mobius_preview
@@ -16,6 +17,7 @@ def _state(job_id: str) -> str | None:
     return (records.get(job_id) or {}).get("state")
 
 
+@pytest.mark.slow(20)
 def test_sigkill_mid_job_the_job_still_completes_once(worker_process, tiny_job, tmp_path):
     slow = fake_ffmpeg(tmp_path, sleep=3)
     # Short limits and visibility timeout: this judges kombu's own restore of an unacked
