@@ -8,15 +8,22 @@ REDIS_URL must be set (bench/ab.py starts an embedded Redis).
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# This folder holds bench/queue.py, named like the standard library's queue module: keep
+# it off the path; put the checkout's package first (not the installed one).
+HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+sys.path.insert(0, str(Path.cwd()))
+
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
 
-sys.path.insert(0, os.getcwd())  # the checkout's package, not the installed one
 os.environ["REDIS_KEY_PREFIX"] = f"ab-{uuid.uuid4().hex[:6]}:"
 os.environ["PREVIEW_QUEUE_MAX"] = "1000000"
 os.environ["LOG_LEVEL"] = "WARNING"
