@@ -66,6 +66,7 @@ def test_duplicate_submission_returns_the_existing_job(make_job):
     assert waiting() == 1
 
 
+@pytest.mark.slow(8)  # six Python processes importing the package: left to `make test`
 def test_concurrent_duplicates_enqueue_once_across_processes(make_job, tmp_path):
     job = make_job()
     path = tmp_path / "job.json"

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import encode_count, fake_ffmpeg, small_job, tiny_render_job
+from conftest import bulk_ffmpeg, encode_count, fake_ffmpeg, small_job, tiny_render_job
 
 import mobius_preview
 from mobius_preview import client, records
@@ -24,8 +24,9 @@ SHORT = {"PREVIEW_SOFT_TIME_LIMIT": "8", "PREVIEW_TIME_LIMIT": "10", "PREVIEW_VI
 
 
 @pytest.mark.slow(60)
+@pytest.mark.timeout(900)  # its jobs are waited for with their own timeouts
 def test_sigkill_storm_every_job_succeeds_exactly_once(worker_process, tmp_path):
-    env = {**SHORT, "FFMPEG_BINARY": str(fake_ffmpeg(tmp_path, sleep=0.05))}
+    env = {**SHORT, "FFMPEG_BINARY": str(fake_ffmpeg(tmp_path, sleep=0.05, real=bulk_ffmpeg()))}
     jobs = [small_job() for _ in range(200)]
     w = worker_process(env=env, concurrency=2)
     for job in jobs:

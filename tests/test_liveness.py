@@ -11,7 +11,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import fake_ffmpeg, small_job, wait_for
+from conftest import bulk_ffmpeg, fake_ffmpeg, small_job, wait_for
 
 import mobius_preview
 from mobius_preview import client, layout, liveness, records
@@ -97,9 +97,10 @@ def test_a_slow_worker_keeps_its_job(worker_process, tmp_path):
 
 
 @pytest.mark.slow(95)
+@pytest.mark.timeout(900)  # its jobs are waited for with their own timeouts
 def test_a_storm_of_whole_worker_kills_loses_no_job_and_runs_none_twice(worker_process, tmp_path):
     """20 SIGKILLs of whole workers across 300 jobs on 3 workers."""
-    env = {**SHIPPED, "FFMPEG_BINARY": str(fake_ffmpeg(tmp_path, sleep=0.3))}
+    env = {**SHIPPED, "FFMPEG_BINARY": str(fake_ffmpeg(tmp_path, sleep=0.3, real=bulk_ffmpeg()))}
     jobs = [small_job() for _ in range(300)]
     workers = [worker_process(env=env, concurrency=2) for _ in range(3)]
     for job in jobs:

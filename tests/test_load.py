@@ -8,11 +8,10 @@ import time
 import uuid
 
 import pytest
-from conftest import tiny_render_job
+from conftest import bulk_ffmpeg, tiny_render_job
 
 import mobius_preview
 from mobius_preview import client, dlq, records
-from mobius_preview.render import ffmpeg as ff
 
 TOTAL = 2000
 
@@ -28,7 +27,7 @@ case "$*" in
     key=$(echo "$*" | sed -n 's#.*/tmp/\\([0-9a-f]\\{{64\\}}\\)\\..*#\\1#p')
     if [ -n "$key" ] && mkdir {markers}/$key 2>/dev/null; then echo "flaky encoder" >&2; exit 1; fi ;;
 esac
-exec {ff.ffmpeg_exe()} "$@"
+exec {bulk_ffmpeg()} "$@"
 """)
     script.chmod(0o755)
     return script
@@ -73,6 +72,7 @@ def check_outcomes(finals):
 
 
 @pytest.mark.slow(50)
+@pytest.mark.timeout(900)  # its jobs are waited for with their own timeouts
 def test_two_thousand_jobs(worker_process, tmp_path, make_job, settings_env):
     settings_env(PREVIEW_QUEUE_MAX=str(2 * TOTAL))
     jobs = mixed_jobs(random.Random(2026), make_job)

@@ -141,6 +141,8 @@ def _diff(a: Image.Image, b: Image.Image) -> float:
     return sum(ImageStat.Stat(ImageChops.difference(a, b)).mean) / 3
 
 
+# A few seconds of renders: left to `make test`, so `make check` stays under a minute.
+@pytest.mark.slow(3)
 @pytest.mark.parametrize("burn", [False, True])
 def test_each_step_midpoint_shows_its_slide(tmp_path, burn):
     prepared, out, _ = rendered(catan(resolution="480x270", burnCaptions=burn), tmp_path)

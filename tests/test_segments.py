@@ -107,6 +107,8 @@ def joins(prepared: render.Prepared) -> list[int]:
     return [segments.sample_at(plan, round(s.start * plan.fps)) for s in plan.slides[1:]]
 
 
+# A few seconds of renders: left to `make test`, so `make check` stays under a minute.
+@pytest.mark.slow(4)
 def test_joined_audio_matches_a_whole_render_sample_for_sample(tmp_path, tones):
     # Six threads: every step its own encode, so every join is between two encoders (as
     # after edits); fewer threads cut runs of steps out of one encode.
@@ -173,6 +175,7 @@ def changed(first: dict, second: dict, kind: str) -> list[int]:
     return [n for n, (x, y) in enumerate(keys) if x != y]
 
 
+@pytest.mark.slow(4)
 def test_a_text_edit_renders_one_video_segment_and_reuses_the_audio(tmp_path, tones):
     prepared, first, second = render_an_edit(
         tmp_path, lambda steps: steps[3].update(text="Now something else entirely."))
@@ -186,6 +189,7 @@ def test_a_text_edit_renders_one_video_segment_and_reuses_the_audio(tmp_path, to
     assert ffmpeg.run(["-v", "error", "-i", str(tmp_path / "b" / "preview.mp4"), "-f", "null", "-"]) == ""
 
 
+@pytest.mark.slow(4)
 def test_a_narration_edit_renders_only_the_audio_around_it(tmp_path, tones):
     _, first, second = render_an_edit(tmp_path, lambda steps: steps[2].update(narration="v5"))
     audio = changed(first, second, "audio")
@@ -194,6 +198,7 @@ def test_a_narration_edit_renders_only_the_audio_around_it(tmp_path, tones):
     assert second["output"]["segments"]["video"]["rendered"] == 0
 
 
+@pytest.mark.slow(4)
 def test_threads_change_how_audio_is_cut_into_encodes_not_what_is_heard(tmp_path, tones):
     """One thread: one encode for all six steps, cut at packet boundaries; three threads:
     three runs of consecutive steps. Same keys, same length, the same sound."""
@@ -271,6 +276,7 @@ def test_steps_that_share_a_segment_render_once_and_join_right(tmp_path, tones):
     assert len(pcm(tmp_path / "out" / "preview.mp4")) == 2 * segments.total_samples(prepared.plan)
 
 
+@pytest.mark.slow(5)
 def test_renders_racing_on_one_store_all_finish_with_the_same_sound(tmp_path, tones):
     """Three renders of one job at once, one shared store (as worker processes share
     DATA_DIR): each makes or takes every segment, none sees a half-written one."""
