@@ -6,6 +6,8 @@ the message, kombu routes and serializes it, our channel captures the final Redi
 command instead of sending it (``channel``), and one Redis script checks the jobId
 and the queue limit, writes the job's record and pushes its message
 (``records.accept_many``). A job is either recorded and queued or not there at all.
+Queued means onto its project's list, to take its turn (``turns``); in an idle
+system the same script hands it on to Celery's list at once.
 """
 
 from __future__ import annotations
@@ -116,13 +118,18 @@ class _Batch:
         return [commands for commands, _ in self.outgoing]
 
     def conclude(self, verdicts: list[tuple[str, str, dict[str, Any]]]) -> None:
-        """Each job's result from its verdict (claimed, exists, full)."""
+        """Each job's result from its verdict (claimed, exists, full, projectfull)."""
         accepted_events = []
         for (i, job), queue, (outcome, detail, fields), (_, event) in zip(
                 self.todo, self.queues, verdicts, self.outgoing, strict=True):
             if outcome == "full":
                 metrics.refused("queue_full")
                 self._results[i] = QueueFull(int(detail), settings().queue_max)
+                continue
+            if outcome == "projectfull":
+                metrics.refused("project_queue_full")
+                self._results[i] = QueueFull(int(detail), settings().project_queue_max,
+                                             project=job["projectId"])
                 continue
             result = PreviewResult(job["jobId"], app=app)
             result.priority = job.get("priority", layout.DEFAULT_PRIORITY)

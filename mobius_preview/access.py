@@ -1,6 +1,9 @@
 """Who may do what over HTTP: API keys, and expiring HMAC-signed artifact links.
 
-API keys come from PREVIEW_API_KEYS and are compared in constant time. A signed
+API keys come from PREVIEW_API_KEYS and are compared in constant time. A key written
+alone may do everything, the operator routes included; one written
+``KEY:PROJECT[+PROJECT...]`` may submit for, read, follow and cancel only those
+projects' jobs (another project's job is answered as unknown). A signed
 link carries ``expires`` (Unix time) and ``sig`` = HMAC-SHA256(PREVIEW_SIGNING_KEY,
 "<jobId>\\n<expires>"): it opens that job's artifacts and preview page until it
 expires, and nothing of any other job. Either one, once checked, is a ``Principal``:
@@ -17,7 +20,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
 
-from .config import settings
+from .config import fingerprint, settings
 from .errors import ConfigError
 
 DEFAULT_LINK_SECONDS = 3600
@@ -30,8 +33,8 @@ class Principal:
 
     ``name`` says which key matched (a fingerprint, never the key) or ``"link"``.
     ``job`` is the one job a signed link opens (None for a key: every job).
-    ``projects`` is None for a key that may act on every project, the only kind
-    today; a key limited to projects would carry them here, for the routes to check.
+    ``projects`` is None for a key that may act on every project (and reach the
+    operator routes), else the projects a limited key may act on.
     """
 
     via: Literal["key", "link"]
@@ -39,22 +42,31 @@ class Principal:
     job: str | None = None
     projects: frozenset[str] | None = None
 
+    @property
+    def operator(self) -> bool:
+        """May reach the operator routes: a key limited to no projects."""
+        return self.via == "key" and self.projects is None
 
-def fingerprint(key: str) -> str:
-    """A short name for a key that logs may show: it does not reveal the key."""
-    return "key-" + hashlib.sha256(key.encode()).hexdigest()[:12]
+    def may_reach(self, job_id: str, project: str | None) -> bool:
+        """May act on job ``job_id`` of ``project``: a link only its own job, a limited
+        key only its projects' jobs."""
+        if self.job is not None and self.job != job_id:
+            return False
+        return self.projects is None or project in self.projects
 
 
 def authenticate(presented: str | None) -> Principal | None:
     """The principal of an API key of PREVIEW_API_KEYS, or None for no or a wrong key."""
     if not presented:
         return None
+    cfg = settings()
     matched: str | None = None
-    for key in settings().api_keys:
+    projects: frozenset[str] | None = None
+    for key, scope in zip(cfg.api_keys, cfg.api_key_projects, strict=True):
         # Compare against every key so timing does not tell which (or whether one) matched.
         if hmac.compare_digest(presented.encode(), key.encode()):
-            matched = key
-    return None if matched is None else Principal(via="key", name=fingerprint(matched))
+            matched, projects = key, scope
+    return None if matched is None else Principal(via="key", name=fingerprint(matched), projects=projects)
 
 
 def open_link(job_id: str, expires: str | None, sig: str | None,

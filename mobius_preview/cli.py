@@ -115,6 +115,14 @@ def cmd_queues(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_project(args: argparse.Namespace) -> int:
+    from . import client
+
+    change = client.pause_project if args.command == "pause" else client.resume_project
+    _print(change(args.project))
+    return 0
+
+
 def cmd_dlq(args: argparse.Namespace) -> int:
     from . import dlq
 
@@ -208,8 +216,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("job_id")
     p.set_defaults(func=cmd_cancel)
 
-    sub.add_parser("queues", help="waiting jobs per priority, oldest age, dead letters") \
+    sub.add_parser("queues", help="waiting jobs per priority and per project, oldest age, dead letters") \
         .set_defaults(func=cmd_queues)
+
+    p = sub.add_parser("pause", help="hold a project's jobs (kept, none started) until resumed")
+    p.add_argument("project")
+    p.set_defaults(func=cmd_project)
+
+    p = sub.add_parser("resume", help="let a paused project's jobs take their turns again")
+    p.add_argument("project")
+    p.set_defaults(func=cmd_project)
 
     p = sub.add_parser("dlq", help="the dead-letter queue")
     p.add_argument("action", choices=["list", "show", "replay", "purge"])

@@ -8,6 +8,7 @@ deep inside a render an hour later. Tests change the environment and call
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import os
 import re
@@ -55,6 +56,9 @@ class Settings:
     log_format: str
     metrics_port: int | None
     api_keys: tuple[str, ...] = field(repr=False)
+    # Per key of api_keys, in order: the projects it is limited to (None: every project,
+    # the operator routes too). Written ``KEY:PROJECT[+PROJECT...]`` in PREVIEW_API_KEYS.
+    api_key_projects: tuple[frozenset[str] | None, ...] = field(repr=False)
     signing_key: str = field(repr=False)
     sentinel_master: str
     accept_replicas: int
@@ -63,6 +67,9 @@ class Settings:
     webhook_max_tries: int
     webhook_timeout: int
     render_threads: int
+    project_concurrency: int  # most jobs of one project in progress at once; 0: no cap
+    project_queue_max: int  # most jobs of one project waiting their turn; 0: only PREVIEW_QUEUE_MAX
+    queue_ahead: int  # jobs handed to each priority's Celery queue ahead of the workers
     segment_days: int
     storage_url: str  # "" = previews, segments and facts under data_dir; s3://bucket/prefix = there
     segment_cache_bytes: int
@@ -145,6 +152,35 @@ def _storage_url(env: dict[str, str]) -> str:
     return url
 
 
+PROJECT_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")  # a projectId, as the schema says
+
+
+def _api_keys(env: dict[str, str]) -> tuple[tuple[str, ...], tuple[frozenset[str] | None, ...]]:
+    """PREVIEW_API_KEYS: comma-separated keys, each alone (every project, operator routes
+    too) or ``KEY:PROJECT[+PROJECT...]`` (those projects only). Errors never show a key."""
+    keys: list[str] = []
+    scopes: list[frozenset[str] | None] = []
+    entries = [e.strip() for e in env.get("PREVIEW_API_KEYS", "").split(",") if e.strip()]
+    for n, entry in enumerate(entries, 1):
+        key, colon, projects = entry.partition(":")
+        key = key.strip()
+        if not key:
+            raise ConfigError(f"PREVIEW_API_KEYS: entry {n} has no key before ':'")
+        names = [p.strip() for p in projects.split("+")] if colon else []
+        for name in names:
+            if not PROJECT_ID.match(name):
+                raise ConfigError(f"PREVIEW_API_KEYS: entry {n} ({fingerprint(key)}) limits the key to "
+                                  f"{name!r}, not a projectId (KEY:PROJECT[+PROJECT...])")
+        keys.append(key)
+        scopes.append(frozenset(names) if colon else None)
+    return tuple(keys), tuple(scopes)
+
+
+def fingerprint(key: str) -> str:
+    """A short name for a key that logs and errors may show: it does not reveal the key."""
+    return "key-" + hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
 def _binary(env: dict[str, str], name: str) -> str | None:
     raw = env.get(name, "").strip()
     if not raw:
@@ -207,7 +243,7 @@ def load(env: dict[str, str] | None = None) -> Settings:
     metrics_port = _int(env, "METRICS_PORT", 0, minimum=1) if metrics_raw else None
     if metrics_port is not None and metrics_port > 65535:
         raise ConfigError(f"METRICS_PORT: must be a TCP port (1-65535), got {metrics_port}")
-    api_keys = tuple(k.strip() for k in env.get("PREVIEW_API_KEYS", "").split(",") if k.strip())
+    api_keys, api_key_projects = _api_keys(env)
     max_seconds = _int(env, "PREVIEW_MAX_VIDEO_SECONDS", 900, minimum=1)
     webhook_secret = env.get("PREVIEW_WEBHOOK_SECRET", "").strip()
     if webhook_secret:
@@ -254,6 +290,7 @@ def load(env: dict[str, str] | None = None) -> Settings:
         log_format=log_format,
         metrics_port=metrics_port,
         api_keys=api_keys,
+        api_key_projects=api_key_projects,
         signing_key=env.get("PREVIEW_SIGNING_KEY", "").strip(),
         sentinel_master=env.get("REDIS_SENTINEL_MASTER", "").strip(),
         accept_replicas=_int(env, "PREVIEW_ACCEPT_REPLICAS", 0, minimum=0),
@@ -269,6 +306,9 @@ def load(env: dict[str, str] | None = None) -> Settings:
         asset_max_bytes=_int(env, "PREVIEW_ASSET_MAX_BYTES", 200 * 1024 * 1024, minimum=1),
         asset_timeout=_int(env, "PREVIEW_ASSET_TIMEOUT", 30, minimum=1),
         asset_ca_file=Path(asset_ca).resolve() if asset_ca else None,
+        project_concurrency=_int(env, "PREVIEW_PROJECT_CONCURRENCY", 0, minimum=1),
+        project_queue_max=_int(env, "PREVIEW_PROJECT_QUEUE_MAX", 0, minimum=1),
+        queue_ahead=_int(env, "PREVIEW_QUEUE_AHEAD", 2, minimum=1),
     )
 
 

@@ -117,12 +117,18 @@ class Cancelled(MobiusError):
 
 
 class QueueFull(MobiusError):
-    """Submissions are refused while PREVIEW_QUEUE_MAX jobs are waiting."""
+    """Submissions are refused while PREVIEW_QUEUE_MAX jobs are waiting, or (``project``
+    set) while that project has PREVIEW_PROJECT_QUEUE_MAX jobs waiting their turn."""
 
-    def __init__(self, depth: int, limit: int):
+    def __init__(self, depth: int, limit: int, project: str | None = None):
         self.depth = depth
         self.limit = limit
-        super().__init__(f"queue full: {depth} jobs waiting, limit is {limit} (PREVIEW_QUEUE_MAX)")
+        self.project = project
+        if project is None:
+            super().__init__(f"queue full: {depth} jobs waiting, limit is {limit} (PREVIEW_QUEUE_MAX)")
+        else:
+            super().__init__(f"queue full for project {project!r}: {depth} jobs waiting their turn, "
+                             f"limit is {limit} (PREVIEW_PROJECT_QUEUE_MAX)")
 
 
 class BrokerUnavailable(MobiusError):

@@ -6,7 +6,23 @@ namespace ``<p><q>``::
 
     key                          type    what it holds (written by)
     <p><q>.high|.normal|.low     list    Celery messages of jobs, one list per priority, consumed
-                                         in PRIORITIES order (accept script LPUSH, kombu BRPOP)
+                                         in PRIORITIES order (kombu BRPOP); the feed tops each up to
+                                         PREVIEW_QUEUE_AHEAD from the projects' lists, in turns
+    <p><q>.<priority>.project:<P>
+                                 list    messages of project P's jobs at that priority waiting their
+                                         turn, oldest on the right (accept LPUSH, feed RPOP)
+    <p><q>.<priority>.turns      list    the rotation: projects with jobs waiting at that priority and
+                                         not paused, next on the left (accept RPUSH, feed LMOVE to the
+                                         right; dropped when its list is empty; pause, resume)
+    <p><q>.backlog               hash    priority -> jobs in that priority's project lists (accept +1,
+                                         feed -1): with the Celery lists' lengths, the queue depth
+    <p><q>.projects:waiting      hash    project -> its jobs in its lists, every priority (accept, feed)
+    <p><q>.projects:running      hash    project -> its jobs handed to the workers and not ended: running,
+                                         about to start, or awaiting a retry (feed +1, the scripts that
+                                         end a job -1); what PREVIEW_PROJECT_CONCURRENCY caps
+    <p><q>.released              hash    jobId -> project, for each job counted in projects:running, so
+                                         it is counted once and uncounted once (feed, ending scripts)
+    <p><q>.paused                set     paused projects: their jobs wait, out of the rotation (pause)
     <p><q>.webhooks              list    webhook deliveries, a Celery queue (webhooks.notify)
     <p><q>.job:<jobId>           hash    the job's record: state, attempts, times, outcome; expires
                                          PREVIEW_RECORD_TTL after its last change (records' scripts);
@@ -28,8 +44,14 @@ namespace ``<p><q>``::
 
 Celery's task events go out on the pub/sub channel ``<p>/<db>.celeryev`` (no key).
 Lua scripts (``mobius_preview/lua``) are handed every key they touch in KEYS, except
-the liveness sweep: it learns worker names, queues and job ids only from what it
-reads, so it gets those keys' prefixes (and the events suffix) from here in ARGV.
+two that learn names only from what they read, and so get those keys' prefixes from
+here in ARGV: the liveness sweep (worker names, queues and job ids: prefixes and the
+events suffix) and the feed (``_lib.lua``; project names read from a rotation: the
+prefix of each priority's project lists, ``project_list_prefix``).
+
+The hashes of counts drop a field when it reaches 0, so they hold only projects that
+have work; a project's id is a projectId (``[A-Za-z0-9_][A-Za-z0-9._-]*``), so it
+never holds the ``:`` that ends the list prefix.
 """
 
 from __future__ import annotations
@@ -119,3 +141,50 @@ def unacked_key(cfg: Settings | None = None) -> str:
 def unacked_index_key(cfg: Settings | None = None) -> str:
     """kombu's index of ``unacked`` by delivery time."""
     return key(_KOMBU_UNACKED_INDEX, cfg)
+
+
+def project_list_prefix(priority: str, cfg: Settings | None = None) -> str:
+    """The prefix of the lists of jobs waiting their turn at ``priority`` (+ a projectId)."""
+    return f"{key(queue(priority, cfg), cfg)}.project:"
+
+
+def project_list(priority: str, project: str, cfg: Settings | None = None) -> str:
+    """Project ``project``'s jobs waiting their turn at ``priority``, oldest on the right."""
+    return project_list_prefix(priority, cfg) + project
+
+
+def turns_key(priority: str, cfg: Settings | None = None) -> str:
+    """The rotation of projects with jobs waiting at ``priority``: the next on the left."""
+    return f"{key(queue(priority, cfg), cfg)}.turns"
+
+
+def backlog_key(cfg: Settings | None = None) -> str:
+    """priority -> jobs waiting in that priority's project lists."""
+    return _ours(".backlog", cfg)
+
+
+def project_waiting_key(cfg: Settings | None = None) -> str:
+    """project -> its jobs waiting in its lists (every priority)."""
+    return _ours(".projects:waiting", cfg)
+
+
+def project_running_key(cfg: Settings | None = None) -> str:
+    """project -> its jobs handed to the workers and not ended."""
+    return _ours(".projects:running", cfg)
+
+
+def released_key(cfg: Settings | None = None) -> str:
+    """jobId -> project of each job counted in ``project_running_key``."""
+    return _ours(".released", cfg)
+
+
+def paused_key(cfg: Settings | None = None) -> str:
+    """The set of paused projects."""
+    return _ours(".paused", cfg)
+
+
+def turn_keys(cfg: Settings | None = None) -> list[str]:
+    """Every fixed key of the turns (the rotations, counts, released jobs, paused projects):
+    what the feed is handed, after the Celery lists, in this order."""
+    return [*(turns_key(p, cfg) for p in PRIORITIES), backlog_key(cfg), project_waiting_key(cfg),
+            project_running_key(cfg), released_key(cfg), paused_key(cfg)]

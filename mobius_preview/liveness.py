@@ -12,6 +12,10 @@ back, at the front of its queue, every message delivered more than
 lost, OOM-killed, SIGKILL). A long render on a living worker is never taken from it,
 however long it runs. The job's record says it was put back (``recovered``,
 ``lostWorker``) and its event stream says so too.
+
+The same thread runs the projects' feed every tick and repairs its bookkeeping every
+``REPAIR_EVERY`` ticks (``turns``): a safety net behind the scripts that feed as jobs
+are accepted, start and end.
 """
 
 from __future__ import annotations
@@ -25,10 +29,11 @@ from collections.abc import Callable, Iterable
 
 import redis
 
-from . import layout, metrics, records, scripts, states
+from . import layout, metrics, records, scripts, states, turns
 from .config import settings
 
 log = logging.getLogger("mobius_preview.liveness")
+REPAIR_EVERY = 12  # ticks (of PREVIEW_STALLED_SECONDS / 6: a minute by default) between turns.reconcile
 
 
 def beat(conn: redis.Redis, name: str, tags: Iterable[str]) -> None:
@@ -96,6 +101,16 @@ class Heartbeat:
                 return True
         return False
 
+    @staticmethod
+    def _turns(conn: redis.Redis, repair: bool) -> None:
+        """The projects' feed, and now and then the repair of its bookkeeping."""
+        if repair:
+            freed, repaired = turns.reconcile(conn)
+            if freed or repaired:
+                log.warning("turns repaired: %d ended job(s) released, %d rotation place(s) fixed",
+                            freed, repaired)
+        turns.feed(conn)
+
     def _run(self) -> None:
         # A client of its own: the pool's children, forked from this process, never use it.
         cfg = settings()
@@ -112,6 +127,7 @@ class Heartbeat:
                     metrics.jobs_recovered(len(restored))
                     log.warning("put back %d job(s) of a worker that stopped proving alive: %s",
                                 len(restored), ", ".join(restored))
+                self._turns(conn, repair=n % REPAIR_EVERY == REPAIR_EVERY - 1)
             except Exception as exc:  # Redis away: beat again next tick
                 log.warning("heartbeat: %s", exc)
             n += 1

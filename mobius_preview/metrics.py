@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -142,8 +143,41 @@ def in_progress() -> Iterator[None]:
         IN_PROGRESS.dec()
 
 
+# Per-project series: the PROJECT_LABELS projects with the most jobs (waiting + in
+# progress) get their own label; the others are summed under OTHER_PROJECTS, which no
+# projectId can be (parentheses are not allowed in one). So a host with thousands of
+# projects still exports at most 2 x (PROJECT_LABELS + 1) series.
+PROJECT_LABELS = 10
+OTHER_PROJECTS = "(other)"
+
+
+def project_series(projects: dict[str, dict[str, Any]],
+                   top: int = PROJECT_LABELS) -> dict[str, tuple[int, int]]:
+    """(waiting, running) per project label: the ``top`` busiest projects, then the rest summed."""
+    ranked = sorted(projects.items(), key=lambda item: (-(item[1]["waiting"] + item[1]["running"]), item[0]))
+    out = {name: (facts["waiting"], facts["running"]) for name, facts in ranked[:top]}
+    rest = ranked[top:]
+    if rest:
+        out[OTHER_PROJECTS] = (sum(f["waiting"] for _, f in rest), sum(f["running"] for _, f in rest))
+    return out
+
+
+def _project_families(projects: dict[str, dict[str, Any]]) -> Iterator[GaugeMetricFamily]:
+    jobs = GaugeMetricFamily(
+        "mobius_preview_project_jobs", f"Jobs per project: waiting their turn, or running (handed to the "
+        f"workers, not ended); the {PROJECT_LABELS} busiest projects, the rest as {OTHER_PROJECTS}",
+        labels=["project", "state"],
+    )
+    for name, (waiting, running) in project_series(projects).items():
+        jobs.add_metric([name, "waiting"], waiting)
+        jobs.add_metric([name, "running"], running)
+    paused = GaugeMetricFamily("mobius_preview_projects_paused", "Projects paused (their jobs held)")
+    paused.add_metric([], sum(1 for f in projects.values() if f["paused"]))
+    yield from (jobs, paused)
+
+
 class QueueCollector:
-    """Waiting jobs, oldest wait and dead letters, read from Redis at each scrape."""
+    """Waiting jobs, oldest wait, dead letters and per-project jobs, read from Redis at each scrape."""
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         depth = GaugeMetricFamily(
@@ -167,6 +201,7 @@ class QueueCollector:
             oldest.add_metric([priority], facts["oldestAgeSeconds"][priority] or 0.0)
         dead.add_metric([], facts["deadLetters"])
         yield from (depth, oldest, dead, up)
+        yield from _project_families(facts["projects"])
 
 
 def multiprocess_dir() -> str | None:

@@ -31,7 +31,7 @@ import redis.asyncio.sentinel
 import redis.sentinel
 from redis.typing import EncodableT
 
-from . import layout, scripts, states
+from . import layout, scripts, states, turns
 from .channel import Command
 from .config import Settings, settings
 from .errors import BrokerUnavailable
@@ -117,6 +117,11 @@ def _job_keys(job_id: str) -> list[str]:
     return [layout.job_key(job_id), layout.events_key(job_id)]
 
 
+def _ending_keys(job_id: str) -> list[str]:
+    """KEYS of the scripts that may end a job: its record, its event stream, the turns."""
+    return [layout.job_key(job_id), layout.events_key(job_id), *turns.keys()]
+
+
 def _run(name: str, keys: list[str], args: list[Any]) -> Any:
     """Run Lua script ``name`` (``mobius_preview/lua``) on the shared client: one round trip."""
     return scripts.script(name, client())(keys=keys, args=args)
@@ -142,10 +147,12 @@ def accept_many(payloads: list[dict[str, Any]], messages: list[list[Command]], *
     """Record and enqueue each job unless it exists or the queues are full: one round trip.
 
     ``messages[i]`` holds job i's captured Redis commands (``mobius_preview.channel``):
-    one LPUSH. ``events`` (a captured PUBLISH of the task-sent events) is sent when
-    every job was accepted. Returns one ``("claimed", depth, record)``, ``("exists",
-    state, record)`` or ``("full", depth, record)`` per job, ``record`` being the fields
-    a claimed job's record was given. ``replay`` lets a dead job be accepted again.
+    one LPUSH, whose message goes onto the job's project's list for its priority, to
+    take its turn (``turns``). ``events`` (a captured PUBLISH of the task-sent events)
+    is sent when every job was accepted. Returns one ``("claimed", depth, record)``,
+    ``("exists", state, record)``, ``("full", depth, record)`` or ``("projectfull",
+    waiting, record)`` per job, ``record`` being the fields a claimed job's record was
+    given. ``replay`` lets a dead job be accepted again.
     """
     if not payloads:
         return []
@@ -176,19 +183,23 @@ def _accept_call(payloads: list[dict[str, Any]], messages: list[list[Command]], 
     """The accept script's KEYS and ARGV, and the fields each job's record is given."""
     cfg = settings()
     now, now_ts = now_iso(), time.time()
-    keys = layout.queue_keys(cfg)
+    keys = turns.keys(cfg)
     topic, body = (events[1], events[2]) if events else ("", "")
-    args: list[Any] = [len(keys), cfg.queue_max, "1" if replay else "0", cfg.record_ttl, layout.EVENTS_MAXLEN,
-                       topic, body, _event(State.QUEUED, at=now), states.words(states.SUBMITTABLE_AGAIN),
-                       states.words(states.REPLAYABLE)]
+    args: list[Any] = [cfg.queue_max, cfg.project_queue_max, "1" if replay else "0", cfg.record_ttl,
+                       layout.EVENTS_MAXLEN, topic, body, _event(State.QUEUED, at=now),
+                       states.words(states.SUBMITTABLE_AGAIN), states.words(states.REPLAYABLE),
+                       *turns.args(cfg)]
     written = []
     for payload, commands in zip(payloads, messages, strict=True):
         if len(commands) != 1 or commands[0][0] != "lpush":
             raise RuntimeError(f"expected one LPUSH per message, got {[c[0] for c in commands]}")
-        _, queue, body = commands[0]
-        keys.extend((layout.job_key(payload["jobId"], cfg), queue, layout.events_key(payload["jobId"], cfg)))
-        written.append(_record_fields(payload, now, now_ts))
-        args.extend((_text(written[-1]), body))
+        body = commands[0][2]
+        fields = _record_fields(payload, now, now_ts)
+        keys.extend((layout.job_key(payload["jobId"], cfg),
+                     layout.project_list(fields["priority"], payload["projectId"], cfg),
+                     layout.events_key(payload["jobId"], cfg)))
+        written.append(fields)
+        args.extend((_text(fields), body))
     return keys, args, written
 
 
@@ -228,8 +239,9 @@ def start(job_id: str, *, finished: dict[str, Any] | None = None, max_deliveries
             _text(_succeeded(finished)) if finished is not None else "",
             _succeeded_event(finished) if finished is not None else "",
             _event(State.RUNNING, attempt=fields.get("attempts"), worker=fields.get("worker")),
-            layout.EVENTS_MAXLEN, states.words(states.ENDED), settings().events_ttl, _KEEPS]
-    state, deliveries, outcome, submitted, delays, first = _run("start", _job_keys(job_id), args)
+            layout.EVENTS_MAXLEN, states.words(states.ENDED), job_id, *turns.args(), settings().events_ttl,
+            _KEEPS]
+    state, deliveries, outcome, submitted, delays, first = _run("start", _ending_keys(job_id), args)
     return {"state": state, "deliveries": int(deliveries), "outcome": outcome,
             "submittedTs": submitted, "retryDelays": delays, "firstStartedAt": first or now}
 
@@ -291,9 +303,10 @@ def finish(job_id: str, outcome: dict[str, Any], *, rendered: bool) -> None:
     ``completions`` counts how often the job ran to success (1 unless it ran twice),
     ``renders`` how many of those encoded a video (0 for dry runs and cache hits).
     """
-    _run("finish", _job_keys(job_id), ["1" if rendered else "0", settings().record_ttl,
-                                       _text(_succeeded(outcome)), _succeeded_event(outcome),
-                                       layout.EVENTS_MAXLEN, settings().events_ttl, _KEEPS])
+    _run("finish", _ending_keys(job_id), ["1" if rendered else "0", settings().record_ttl,
+                                          _text(_succeeded(outcome)), _succeeded_event(outcome),
+                                          layout.EVENTS_MAXLEN, job_id, *turns.args(), settings().events_ttl,
+                                          _KEEPS])
 
 
 def retrying(job_id: str, error: str, delay: float) -> None:
@@ -306,8 +319,12 @@ def retrying(job_id: str, error: str, delay: float) -> None:
 
 def cancelled(job_id: str) -> None:
     """A running job's render stopped on request: the job ends cancelled."""
-    _change(job_id, "state", _event(State.CANCELLED, error=CANCELLED_ERROR), ends=True,
-            state=State.CANCELLED, error=CANCELLED_ERROR, finishedAt=now_iso())
+    now = now_iso()
+    fields = {"state": State.CANCELLED, "error": CANCELLED_ERROR, "finishedAt": now, "updatedAt": now}
+    _run("stopped", _ending_keys(job_id), [_text(fields), settings().record_ttl,
+                                           _event(State.CANCELLED, error=CANCELLED_ERROR),
+                                           layout.EVENTS_MAXLEN, job_id, *turns.args(), settings().events_ttl,
+                                           _KEEPS])
 
 
 def progress(job_id: str, stage: str, percent: float) -> None:
@@ -336,10 +353,10 @@ def cancel(job_id: str) -> str:
     """Cancel a job that has not started, or ask its worker to stop it; returns the state found."""
     now = now_iso()
     ended = {"state": State.CANCELLED, "error": CANCELLED_ERROR, "finishedAt": now, "updatedAt": now}
-    found: str = _run("cancel", _job_keys(job_id), [
+    found: str = _run("cancel", _ending_keys(job_id), [
         settings().record_ttl, layout.EVENTS_MAXLEN, states.words(states.WAITING),
         states.words(states.STOPPABLE), _text(ended), _text({"cancelRequested": now, "updatedAt": now}),
-        _event(State.CANCELLED, error=CANCELLED_ERROR), settings().events_ttl, _KEEPS])
+        _event(State.CANCELLED, error=CANCELLED_ERROR), job_id, *turns.args(), settings().events_ttl, _KEEPS])
     return found
 
 
@@ -357,12 +374,14 @@ def events(job_id: str, after: str = "0-0", block: float | None = None,
 
 
 def bury(job_id: str, letter: dict[str, Any], **fields: Any) -> None:
-    """Write the dead letter and mark the job dead in one step (its record folded)."""
+    """Write the dead letter and mark the job dead in one script (which also ends its turn
+    and folds its record)."""
     cfg = settings()
     values = {**fields, "state": State.DEAD, "updatedAt": now_iso()}
-    _run("bury", [layout.dead_key(cfg), *_job_keys(job_id)],
+    _run("bury", [layout.dead_key(cfg), *_ending_keys(job_id)],
          [job_id, json.dumps(letter), _text(values), cfg.record_ttl,
-          _event(State.DEAD, error=letter.get("error")), layout.EVENTS_MAXLEN, cfg.events_ttl, _KEEPS])
+          _event(State.DEAD, error=letter.get("error")), layout.EVENTS_MAXLEN, *turns.args(),
+          cfg.events_ttl, _KEEPS])
 
 
 def keep_rejected(reason: str, raw: bytes | str, exc: BaseException | None, *,
@@ -400,37 +419,53 @@ def keep_rejected(reason: str, raw: bytes | str, exc: BaseException | None, *,
 
 
 def queue_depths() -> dict[str, int]:
-    """Jobs waiting per priority (messages on the Redis list of each queue)."""
+    """Jobs waiting per priority: on Celery's list of each queue and in the projects'
+    lists waiting their turn (``layout.backlog_key``)."""
     cfg = settings()
     pipe = client().pipeline(transaction=False)
     for name in layout.queue_keys(cfg):
         pipe.llen(name)
-    return dict(zip(layout.PRIORITIES, pipe.execute(), strict=True))
+    pipe.hmget(layout.backlog_key(cfg), list(layout.PRIORITIES))
+    *lengths, backlog = pipe.execute()
+    return {p: n + int(b or 0) for p, n, b in zip(layout.PRIORITIES, lengths, backlog, strict=True)}
 
 
 def queue_facts(now: float | None = None) -> dict[str, Any]:
-    """Jobs waiting per priority, how long the oldest of each has waited, and the
-    dead-letter count, read in one round trip (for status, metrics and health).
+    """Jobs waiting per priority, how long the oldest of each has waited, the dead-letter
+    count, and per project its jobs waiting and in progress (for status, metrics, health).
 
-    kombu pushes on the left and pops on the right, so the oldest message is at
-    index -1; its ``submitted_ts`` header is set by the client when it is accepted.
+    kombu pushes on the left and pops on the right, so the oldest message of a list is
+    at index -1; its ``submitted_ts`` header is set by the client when it is accepted.
+    The oldest waiting job of a priority is the oldest of its Celery list's and of its
+    projects' lists. Two round trips: the counts, then the projects' lists.
     """
     cfg = settings()
     names = layout.queue_keys(cfg)
-    pipe = client().pipeline(transaction=False)
+    conn = client()
+    pipe = conn.pipeline(transaction=False)
     for name in names:
         pipe.llen(name)
     for name in names:
         pipe.lindex(name, -1)
     pipe.hlen(layout.dead_key(cfg))
+    pipe.hmget(layout.backlog_key(cfg), list(layout.PRIORITIES))
     replies = pipe.execute()
+    projects = turns.facts(conn)
     now = time.time() if now is None else now
     n = len(names)
+    backlog = [int(b or 0) for b in replies[-1]]
+    oldest: dict[str, float | None] = {}
+    for i, priority in enumerate(layout.PRIORITIES):
+        heads = [replies[n + i], *(p["oldest"][priority] for p in projects.values())]
+        known = [a for a in (_age(raw, now) for raw in heads) if a is not None]
+        oldest[priority] = max(known) if known else None
+    for facts in projects.values():
+        del facts["oldest"]
     return {
-        "depth": dict(zip(layout.PRIORITIES, replies[:n], strict=True)),
-        "oldestAgeSeconds": {p: _age(raw, now) for p, raw in zip(layout.PRIORITIES, replies[n:2 * n],
-                                                                   strict=True)},
-        "deadLetters": replies[-1],
+        "depth": {p: replies[i] + backlog[i] for i, p in enumerate(layout.PRIORITIES)},
+        "oldestAgeSeconds": oldest,
+        "deadLetters": replies[2 * n],
+        "projects": projects,
     }
 
 

@@ -20,7 +20,7 @@ from celery.bootsteps import TERMINATE
 from celery.worker import state as worker_state
 from celery.worker.consumer import Consumer as CeleryConsumer
 
-from . import channel, liveness, logs, metrics, records, render, schema, storage
+from . import channel, liveness, logs, metrics, records, render, schema, storage, turns
 from .config import settings
 from .errors import StoreConfigError, StoreError
 
@@ -115,6 +115,20 @@ def _job_logs_end(task_id: str | None = None, **_: object) -> None:
         logs.end(token)
 
 
+@signals.task_revoked.connect
+def _feed_after_revoke(request: Any = None, **_: object) -> None:
+    """A revoked job's message is dropped without running its start script, which would
+    have uncounted the (cancelled) job and topped up its Celery list: done here instead."""
+    try:
+        job_id = getattr(request, "id", None)
+        if job_id:
+            turns.revoked(records.client(), job_id)
+        else:
+            turns.feed(records.client())
+    except redis.RedisError as exc:  # the heartbeat's feed and repair catch up
+        log.warning("could not feed after a revoked job: %s", exc)
+
+
 def keep_rejected(reason: str, raw: bytes | str, exc: BaseException | None, **details: Any) -> None:
     """Keep a refused message as a dead letter and count it; never raises."""
     try:
@@ -123,6 +137,10 @@ def keep_rejected(reason: str, raw: bytes | str, exc: BaseException | None, **de
     except Exception:  # never let bookkeeping break the consumer
         log.exception("could not keep a refused message (%s)", reason)
     metrics.message_rejected(reason)
+    try:  # a message left a Celery list without a start script to top it up
+        turns.feed(records.client())
+    except redis.RedisError as exc:  # the heartbeat's feed catches up
+        log.warning("could not feed after a refused message: %s", exc)
 
 
 class Consumer(CeleryConsumer):

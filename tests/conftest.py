@@ -148,9 +148,13 @@ def pytest_sessionfinish(session, exitstatus):
 
 @pytest.fixture(autouse=True)
 def _empty_queues() -> Iterator[None]:
-    """Each test starts with empty queues and no dead letters (bindings stay)."""
+    """Each test starts with empty queues, no project turns, no dead letters and no message
+    still held unacknowledged by an earlier test's killed worker, which kombu would restore
+    into this test (bindings stay)."""
     conn = records.client()
-    conn.delete(*layout.queue_keys(), layout.dead_key())
+    lists = [k for p in layout.PRIORITIES for k in conn.scan_iter(match=layout.project_list_prefix(p) + "*")]
+    conn.delete(*layout.queue_keys(), *layout.turn_keys(), *lists, layout.dead_key(), layout.unacked_key(),
+                layout.unacked_index_key())
     yield
 
 

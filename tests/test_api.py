@@ -24,6 +24,8 @@ from mobius_preview.api import create_app
 
 KEY = "test-api-key-0123456789"
 AUTH = {"Authorization": f"Bearer {KEY}"}
+TEAM_KEY = "team-key-limited-to-two-projects"  # PREVIEW_API_KEYS entry: TEAM_KEY:proj-catan-demo+proj-team
+TEAM = {"Authorization": f"Bearer {TEAM_KEY}"}
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +35,8 @@ def api_url():
 
     from mobius_preview import config
 
-    os.environ.update(PREVIEW_API_KEYS=f"other-key,{KEY}", PREVIEW_SIGNING_KEY="signing-secret-for-tests")
+    os.environ.update(PREVIEW_API_KEYS=f"other-key,{KEY},{TEAM_KEY}:proj-catan-demo+proj-team",
+                      PREVIEW_SIGNING_KEY="signing-secret-for-tests")
     config.reload()
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning"))
@@ -331,3 +334,90 @@ def test_a_reader_after_the_events_window_gets_the_final_state(http, worker, set
         late = _sse(http, job["jobId"], last_id=last_id)
         assert [(e["event"], e["data"]["state"]) for e in late] == [("state", "succeeded")], late
         assert late[0]["data"]["key"] == events[-1]["data"]["key"] and late[0]["data"]["fromRecord"]
+
+
+def _foreign_job(**overrides) -> dict:
+    """A dry run of a project the team key is not limited to."""
+    job = tiny_render_job()
+    job.update({"projectId": "proj-foreign", "dryRun": True, **overrides})
+    job["previewRequest"]["assets"] = []
+    job["previewRequest"]["steps"][1].pop("image")
+    return job
+
+
+def test_a_project_key_submits_reads_follows_and_cancels_only_its_projects_jobs(http, worker):
+    foreign = _foreign_job()
+    assert http.post("/v1/previews", json=foreign, headers=AUTH).status_code == 202
+    done = wait_done(http, foreign["jobId"])
+    assert done["state"] == "succeeded"
+    fid = foreign["jobId"]
+    # Another project's job is answered exactly as an unknown one: its existence is not told.
+    unknown = http.get("/v1/previews/never-was", headers=TEAM)
+    for method, path in (("GET", f"/v1/previews/{fid}"), ("GET", f"/v1/previews/{fid}/events"),
+                         ("DELETE", f"/v1/previews/{fid}"), ("GET", f"/previews/{fid}"),
+                         ("GET", f"/v1/previews/{fid}/artifacts/manifest.json")):
+        r = http.request(method, path, headers=TEAM)
+        assert r.status_code == 404, (method, path, r.status_code)
+        assert r.json()["error"].replace(fid, "X") == unknown.json()["error"].replace("never-was", "X")
+    # Submitting for another project: 403, nothing recorded.
+    sneaky = _foreign_job()
+    refused = http.post("/v1/previews", json=sneaky, headers=TEAM)
+    assert refused.status_code == 403 and "proj-foreign" in refused.json()["error"]
+    assert http.get(f"/v1/previews/{sneaky['jobId']}", headers=AUTH).status_code == 404
+    # Its jobId, claimed for one of the key's projects: refused, and nothing of the job shown.
+    taken = http.post("/v1/previews", json=dict(foreign, projectId="proj-team"), headers=TEAM)
+    assert taken.status_code == 409 and "proj-foreign" not in taken.text and "links" not in taken.text
+    # A signed link stays scoped to its one job, whoever asked for it.
+    link = urlsplit(done["links"]["artifacts"]["manifest.json"])
+    assert http.get(link.path + "?" + link.query).status_code == 200
+    # The key's own projects: everything works.
+    own = tiny_render_job()
+    assert http.post("/v1/previews", json=own, headers=TEAM).status_code == 202
+    assert http.get(f"/v1/previews/{own['jobId']}", headers=TEAM).status_code == 200
+    with http.stream("GET", f"/v1/previews/{own['jobId']}/events", headers=TEAM) as events:
+        assert events.status_code == 200
+    assert http.delete(f"/v1/previews/{own['jobId']}", headers=TEAM).status_code == 202
+
+
+def test_a_project_key_cannot_cancel_a_waiting_job_of_another_project(http):
+    assert http.post("/v1/projects/proj-foreign/pause", headers=AUTH).status_code == 200
+    try:
+        waiting = _foreign_job()
+        assert http.post("/v1/previews", json=waiting, headers=AUTH).status_code == 202
+        assert http.delete(f"/v1/previews/{waiting['jobId']}", headers=TEAM).status_code == 404
+        assert http.get(f"/v1/previews/{waiting['jobId']}", headers=AUTH).json()["state"] == "queued"
+        foreign = http.get("/v1/queues", headers=AUTH).json()["projects"]["proj-foreign"]
+        assert foreign["paused"] and foreign["waiting"] == 1
+        assert http.delete(f"/v1/previews/{waiting['jobId']}", headers=AUTH).json()["state"] == "cancelled"
+    finally:
+        assert http.post("/v1/projects/proj-foreign/resume", headers=AUTH).status_code == 200
+
+
+def test_a_project_key_cannot_reach_the_operator_routes_or_replay_a_dead_letter(http, worker):
+    dead = _foreign_job(dryRun=False)
+    dead["previewRequest"]["assets"] = [{"id": "gone", "type": "image", "path": "images/missing.png"}]
+    dead["previewRequest"]["steps"][1]["image"] = "gone"
+    assert http.post("/v1/previews", json=dead, headers=AUTH).status_code == 202
+    assert wait_done(http, dead["jobId"])["state"] == "dead"
+    for method, path in (("GET", "/v1/queues"), ("GET", "/v1/dead-letters"),
+                         ("POST", f"/v1/dead-letters/{dead['jobId']}/replay"),
+                         ("POST", "/v1/projects/proj-catan-demo/pause"),
+                         ("POST", "/v1/projects/proj-catan-demo/resume")):
+        r = http.request(method, path, headers=TEAM)
+        assert r.status_code == 403 and "operator" in r.json()["error"], (method, path, r.status_code)
+    assert http.get(f"/v1/previews/{dead['jobId']}", headers=AUTH).json()["state"] == "dead"  # not replayed
+    assert dead["jobId"] in [d["jobId"] for d in http.get("/v1/dead-letters", headers=AUTH).json()]
+    assert http.post("/v1/projects/..bad/pause", headers=AUTH).status_code == 422
+
+
+def test_a_project_past_its_queue_limit_gets_429_naming_it_while_others_are_accepted(http, make_job,
+                                                                                        settings_env):
+    settings_env(PREVIEW_PROJECT_QUEUE_MAX="1", PREVIEW_QUEUE_AHEAD="1")
+    codes = [http.post("/v1/previews", json=make_job(projectId="proj-team"), headers=TEAM).status_code
+             for _ in range(3)]
+    assert codes == [202, 202, 429]  # one handed to Celery's queue, one waiting its turn, then full
+    full = http.post("/v1/previews", json=make_job(projectId="proj-team"), headers=TEAM)
+    assert full.json()["project"] == "proj-team" and full.json()["limit"] == 1
+    assert int(full.headers["retry-after"]) > 0
+    other = http.post("/v1/previews", json=make_job(projectId="proj-catan-demo"), headers=TEAM)
+    assert other.status_code == 202

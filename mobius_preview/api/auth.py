@@ -1,21 +1,25 @@
 """Authentication as FastAPI dependencies: each route declares what it needs.
 
-``KeyHolder``: an API key (``Authorization: Bearer <key>``), else 401. ``Reader``: a
-key or the signed link of the job in the path, else 403. Both hand the route a
-``access.Principal`` (which key, what it may reach), and both appear in the OpenAPI
-document, so its page shows which routes need a key. The checks themselves are
-``access``'s; this module only reads them off the request.
+``KeyHolder``: an API key (``Authorization: Bearer <key>``), else 401. ``Operator``:
+a key limited to no projects, else 403. ``Reader``: a key or the signed link of the
+job in the path, else 403. Each hands the route a ``access.Principal`` (which key, what
+it may reach), and all appear in the OpenAPI document, so its page shows which routes
+need a key. A route reading a job checks it with ``reachable``: another project's job
+(or, for a link, another job) is answered 404, as an unknown one, so a limited key
+cannot tell which jobs exist. The checks themselves are ``access``'s; this module only
+reads them off the request.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Query, Security
 from fastapi.security import APIKeyQuery, HTTPAuthorizationCredentials, HTTPBearer
 
 from .. import access
 from ..access import Principal
+from ..errors import JobNotFound
 from .errors import Refused
 
 # auto_error=False: a missing or malformed header is ours to answer (our body, our status).
@@ -30,6 +34,7 @@ signed_link = APIKeyQuery(name="sig", scheme_name="signedLink", auto_error=False
 
 KEY_REQUIRED = "an API key is required: Authorization: Bearer <key>"
 KEY_OR_LINK_REQUIRED = "a valid signed link or an API key is required"
+OPERATOR_REQUIRED = "this key is limited to projects: the operator routes need a key written alone"
 
 
 def _key(credentials: HTTPAuthorizationCredentials | None) -> Principal | None:
@@ -57,5 +62,22 @@ async def key_or_link(
     return principal
 
 
+async def operator_key(credentials: Credentials) -> Principal:
+    """An operator's principal (a key limited to no project); 401 without a key, 403
+    for a key limited to projects."""
+    principal = await api_key(credentials)
+    if not principal.operator:
+        raise Refused(403, OPERATOR_REQUIRED)
+    return principal
+
+
+def reachable(principal: Principal, status: dict[str, Any]) -> dict[str, Any]:
+    """``status`` (of a job) when ``principal`` may act on that job, else JobNotFound (404)."""
+    if not principal.may_reach(status["jobId"], status.get("projectId")):
+        raise JobNotFound(status["jobId"])
+    return status
+
+
 KeyHolder = Annotated[Principal, Security(api_key)]
+Operator = Annotated[Principal, Security(operator_key)]
 Reader = Annotated[Principal, Security(key_or_link)]

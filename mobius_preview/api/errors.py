@@ -55,7 +55,8 @@ async def _invalid(_: Request, exc: InvalidPayload) -> Response:
 
 
 async def _queue_full(_: Request, exc: QueueFull) -> Response:
-    return error(429, str(exc), depth=exc.depth, limit=exc.limit,
+    extra = {"project": exc.project} if exc.project is not None else {}
+    return error(429, str(exc), depth=exc.depth, limit=exc.limit, **extra,
                  headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
 
 

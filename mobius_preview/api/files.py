@@ -21,9 +21,10 @@ from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse, Res
 from fastapi.templating import Jinja2Templates
 
 from .. import access, client, data, storage
+from ..access import Principal
 from ..errors import JobNotFound
 from ..render import artifacts
-from .auth import Reader
+from .auth import Reader, reachable
 from .errors import Refused
 
 router = APIRouter(responses={403: {"description": "bad or expired signature"}})
@@ -41,10 +42,11 @@ class FinishedPreview:
     manifest: dict[str, Any]
 
 
-def finished_preview(job_id: str) -> FinishedPreview:
-    """A finished job's preview and what its manifest says; JobNotFound until then,
-    ObjectMissing (404) when its files are gone, StoreUnavailable (503) when unreachable."""
-    status = client.status(job_id)
+def finished_preview(job_id: str, reader: Principal) -> FinishedPreview:
+    """A finished job's preview and what its manifest says; JobNotFound until then and for
+    a job ``reader`` may not reach, ObjectMissing (404) when its files are gone,
+    StoreUnavailable (503) when the store does not answer."""
+    status = reachable(reader, client.status(job_id))
     path = (status.get("artifacts") or {}).get(artifacts.MANIFEST)
     if not path:
         raise JobNotFound(job_id)
@@ -131,9 +133,9 @@ def _live(job_id: str, name: str) -> str:
             responses={404: {"description": "no such job or file"}, 206: {"description": "a range"}})
 def artifact(job_id: str, name: str, request: Request, reader: Reader) -> Response:
     try:
-        preview = finished_preview(job_id)
+        preview = finished_preview(job_id, reader)
     except JobNotFound:
-        client.status(job_id)  # 404 for an unknown job
+        reachable(reader, client.status(job_id))  # 404 for an unknown job, or another project's
         return _file(job_id, name, _live(job_id, name), None, request, reader, live=True)
     # Only names the manifest lists: nothing can point outside the preview's folder.
     if name not in preview.files or Path(name).name != name:
@@ -182,9 +184,9 @@ def review_page(job_id: str, request: Request, reader: Reader) -> Response:
     query = _link_query(job_id, request, reader)
     playlist = f"/v1/previews/{job_id}/artifacts/{artifacts.PLAYLIST}?{query}"
     try:
-        preview = finished_preview(job_id)
+        preview = finished_preview(job_id, reader)
     except JobNotFound:
-        status = client.status(job_id)
+        status = reachable(reader, client.status(job_id))
         if not status["playable"]:
             raise
         return templates.TemplateResponse(request, "review.html", {

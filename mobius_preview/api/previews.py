@@ -1,4 +1,8 @@
-"""/v1/previews: submit a job, read its status, follow its events, cancel it (API key)."""
+"""/v1/previews: submit a job, read its status, follow its events, cancel it (API key).
+
+A key limited to projects submits only for them (403 otherwise) and sees only their
+jobs (another project's job is a 404, as an unknown one).
+"""
 
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ from .. import accept, access, client, layout, records, results, states
 from ..config import settings
 from ..render.artifacts import PLAYLIST
 from ..schema import parse_json
-from .auth import api_key
+from .auth import KeyHolder, api_key, reachable
 from .errors import Refused
 
 router = APIRouter(tags=["previews"], dependencies=[Security(api_key)],
@@ -63,10 +67,12 @@ async def _read_body(request: Request, limit: int) -> bytes | None:
         "schema": {"$ref": "#/components/schemas/PreviewJob"}}}}},
     responses={200: {"description": "this jobId already exists: its status"},
                202: {"description": "accepted"}, 401: {"description": "no or wrong API key"},
+               403: {"description": "a key limited to other projects"},
+               409: {"description": "this jobId is another project's job"},
                413: {"description": "body too large"}, 422: {"description": "invalid job"},
                429: {"description": "queue full"}, 503: {"description": "broker unavailable"}},
 )
-async def submit_preview(request: Request) -> Response:
+async def submit_preview(request: Request, principal: KeyHolder) -> Response:
     # On the event loop from end to end: the body read to its limit, the job checked and
     # its message built (CPU, under a millisecond), its one Redis round trip awaited on
     # the asyncio client. Handing it to the thread pool instead cost each request GIL
@@ -75,25 +81,32 @@ async def submit_preview(request: Request) -> Response:
     body = await _read_body(request, limit)
     if body is None:
         raise Refused(413, f"the body is larger than {limit} bytes")
-    result = await accept.submit_async(parse_json(body))
+    payload = parse_json(body)
+    project = payload.get("projectId") if isinstance(payload, dict) else None
+    if principal.projects is not None and isinstance(project, str) and project not in principal.projects:
+        raise Refused(403, f"this key may not submit for project {project!r}")
+    result = await accept.submit_async(payload)
     if result.record:  # a job this call created is known already (queued, as recorded)
         now = results.from_record(result.id, result.record)
     else:
         now = await run_in_threadpool(client.status, result.id)
+    if not principal.may_reach(result.id, now.get("projectId")):
+        # The jobId is another project's job: nothing was accepted, and nothing of it is shown.
+        raise Refused(409, "this jobId is taken: choose another (jobIds are unique across projects)")
     return JSONResponse(with_links(now), status_code=202 if result.created else 200,
                         headers={"Location": f"/v1/previews/{result.id}"})
 
 
 @router.get("/v1/previews/{job_id}", responses={404: {"description": "unknown job"}})
-def preview_status(job_id: str) -> Response:
-    return JSONResponse(with_links(client.status(job_id)))
+def preview_status(job_id: str, principal: KeyHolder) -> Response:
+    return JSONResponse(with_links(reachable(principal, client.status(job_id))))
 
 
 @router.get("/v1/previews/{job_id}/events",
             responses={200: {"description": "text/event-stream of the job's changes"},
                        400: {"description": "bad Last-Event-ID"}, 404: {"description": "unknown job"}})
 async def preview_events(
-    job_id: str, request: Request,
+    job_id: str, request: Request, principal: KeyHolder,
     last_event_id: Annotated[str | None, Header(description="resume after this event")] = None,
 ) -> Response:
     """Server-Sent Events: every change of the job (state, progress, error, ``playable``
@@ -102,7 +115,7 @@ async def preview_events(
     after = last_event_id or "0-0"
     if not _STREAM_ID.match(after):
         raise Refused(400, "Last-Event-ID must be an id this stream sent (like 1700000000000-0)")
-    await run_in_threadpool(client.status, job_id)  # 404 for an unknown job
+    reachable(principal, await run_in_threadpool(client.status, job_id))  # 404 for an unknown job
     return EventSourceResponse(_events(job_id, after, request), ping=15)
 
 
@@ -131,5 +144,6 @@ async def _events(job_id: str, after: str, request: Request) -> AsyncIterator[di
 @router.delete("/v1/previews/{job_id}", status_code=202,
                responses={202: {"description": "cancelled, or asked to stop (running)"},
                           404: {"description": "unknown job"}})
-def cancel_preview(job_id: str) -> Response:
+def cancel_preview(job_id: str, principal: KeyHolder) -> Response:
+    reachable(principal, client.status(job_id))
     return JSONResponse(with_links(client.cancel(job_id)), status_code=202)

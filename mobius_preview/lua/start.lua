@@ -2,9 +2,12 @@
 -- before the ack landed); otherwise count the delivery and mark it running, in one
 -- round trip. When the outcome is known before the job starts (its preview is
 -- stored: a cache hit), the same call also marks it succeeded, unless it was
--- delivered more than the delivery limit.
+-- delivered more than the delivery limit. A job found ended, or ended here, is no longer
+-- counted running for its project; then the feed tops up the Celery lists (a worker has
+-- just taken a message off one).
 --
 -- KEYS[1] the job's record (hash)   KEYS[2] its event stream
+-- KEYS[3..13] the turns (_lib.lua's turns_at)
 -- ARGV[1] fields to set (JSON object of strings: state running, attempts, worker...)
 -- ARGV[2] record TTL, seconds
 -- ARGV[3] now (ISO 8601): firstStartedAt on the first start
@@ -14,13 +17,18 @@
 -- ARGV[7] the running event (JSON)
 -- ARGV[8] event stream MAXLEN
 -- ARGV[9] the states in which a job has ended (space-separated)
--- ARGV[10] the stream's TTL once the job has ended here, seconds (the events window)
--- ARGV[11] the record's fields left out of its fold once ended here (space-separated)
+-- ARGV[10] the job's id
+-- ARGV[11..18] the turns (_lib.lua's turns_at)
+-- ARGV[19] the stream's TTL once the job has ended here, seconds (the events window)
+-- ARGV[20] the record's fields left out of its fold once ended here (space-separated)
 -- Returns {state before, deliveries, outcome of an ended job, submittedTs,
 -- retryDelays, firstStartedAt}.
 
+local t = turns_at(3, 11)
 local state = redis.call('HGET', KEYS[1], 'state')
 if state and set_of(ARGV[9])[state] then
+  release(t, ARGV[10])
+  feed(t)
   return {state, '0', redis.call('HGET', KEYS[1], 'outcome') or '', '', '', ''}
 end
 local ttl = tonumber(ARGV[2])
@@ -37,7 +45,9 @@ hset_table(KEYS[1], fields)
 redis.call('EXPIRE', KEYS[1], ttl)
 emit(KEYS[2], ARGV[8], ttl, 'state', ARGV[7])
 if done then
-  emit(KEYS[2], ARGV[8], tonumber(ARGV[10]), 'state', ARGV[6])
-  fold(KEYS[1], set_of(ARGV[11]))
+  emit(KEYS[2], ARGV[8], tonumber(ARGV[19]), 'state', ARGV[6])
+  fold(KEYS[1], set_of(ARGV[20]))
+  release(t, ARGV[10])
 end
+feed(t)
 return {state or '', tostring(deliveries), '', before[1] or '', before[2] or '', before[3] or ''}
