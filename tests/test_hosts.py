@@ -134,9 +134,15 @@ def test_two_worker_hosts_and_an_api_host_share_only_redis_and_the_store(hosts):
     worker_a = start_worker(dirs, envs, "a")
     try:
         first = tiny_render_job()
+        # Its picture is in the bucket, not on a host's disk: an s3:// URL, as an upload returns it.
+        cfg = config.settings()
+        where = "assets/proj-catan-demo/images/board.png"
+        storage.remote().put_file(where, cfg.assets_dir / "proj-catan-demo" / "images" / "board.png")
+        first["previewRequest"]["assets"] = [{"id": "board", "type": "image",
+                                              "url": f"{cfg.storage_url}/{where}"}]
         mobius_preview.submit(first)
         done = client.wait(first["jobId"], timeout=120)
-        assert done["state"] == "succeeded" and not done["cacheHit"]
+        assert done["state"] == "succeeded" and not done["cacheHit"], done
         assert all(v.startswith("s3://") for v in done["artifacts"].values()), done["artifacts"]
 
         # The API host serves A's video from the store: whole, and a range of it.
