@@ -57,11 +57,12 @@ def test_the_first_segment_is_out_before_the_last_clip_is_decoded(tmp_path, tone
     assert started[:3] == ["music", "v0", "v1"] or set(started[:3]) == {"music", "v0", "v1"}, started
     assert last not in started and facts_name(prepared, last) not in files, (started, files)
     assert {facts_name(prepared, a) for a in ("music", "v0", "v1")} <= files
-    # Every asset checked before the render ended, each once, in step order after the first.
+    # Every asset checked before the render ended, each once; the first steps' clips first
+    # (after them the two threads' runs interleave, each in its own step order).
     assert sorted(prepared.inspector.started) == sorted(prepared.assets)
     assert facts_files(facts) == {facts_name(prepared, a) for a in prepared.assets}
     clips = [a for a in prepared.inspector.started if a.startswith("v")]
-    assert clips == sorted(clips), clips
+    assert clips[:2] == ["v0", "v1"] and clips.index(last) >= 2, clips
     assert set(data["output"]["loudness"]["clips"]) == set(prepared.assets)
 
 

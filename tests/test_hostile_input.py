@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import PREFIX
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -124,9 +125,10 @@ def _keys() -> set[str]:
     writes (its record and stream, named "t-..." by the fixtures; kombu's delivery
     bookkeeping; the running counts). Whatever jobId these tests submit, its keys count."""
     theirs = (layout.worker_key(""), layout.held_key(""), layout.workers_key(), layout.unacked_key(),
-              layout.unacked_index_key(), layout.project_running_key(), layout.released_key(),
-              layout.job_key("t-"))
-    return {k for k in records.client().scan_iter(count=1000) if not k.startswith(theirs)}
+              layout.unacked_index_key(), layout.key("unacked_mutex"), layout.project_running_key(),
+              layout.released_key(), layout.job_key("t-"))
+    # This process's keys only: the other xdist processes share the server.
+    return {k for k in records.client().scan_iter(match=f"{PREFIX}*", count=1000) if not k.startswith(theirs)}
 
 
 @settings(max_examples=1500, deadline=None, suppress_health_check=list(HealthCheck))
