@@ -137,3 +137,14 @@ local function release(t, id)
     add(t.running, project, -1)
   end
 end
+
+-- A job has ended (succeeded, dead, cancelled): its last state `event` onto its stream,
+-- which is kept only the events `window` from now on; its record folded, all but the
+-- fields in `keep`; job `id` no longer counted running for its project; the feed tops up
+-- the Celery lists. Every script that ends a job ends it here.
+local function ended(record, stream, maxlen, window, event, keep, t, id)
+  emit(stream, maxlen, tonumber(window), 'state', event)
+  fold(record, set_of(keep))
+  release(t, id)
+  feed(t)
+end

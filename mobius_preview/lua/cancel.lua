@@ -24,11 +24,7 @@ local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return '' end
 if set_of(ARGV[3])[state] then
   hset_json(KEYS[1], ARGV[5])
-  emit(KEYS[2], ARGV[2], tonumber(ARGV[17]), 'state', ARGV[7])
-  fold(KEYS[1], set_of(ARGV[18]))
-  local t = turns_at(3, 9)
-  release(t, ARGV[8])
-  feed(t)
+  ended(KEYS[1], KEYS[2], ARGV[2], ARGV[17], ARGV[7], ARGV[18], turns_at(3, 9), ARGV[8])
 elseif set_of(ARGV[4])[state] then
   hset_json(KEYS[1], ARGV[6])
 end

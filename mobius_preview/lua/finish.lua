@@ -19,9 +19,5 @@ redis.call('HINCRBY', KEYS[1], 'completions', 1)
 if ARGV[1] == '1' then redis.call('HINCRBY', KEYS[1], 'renders', 1) end
 hset_json(KEYS[1], ARGV[3])
 redis.call('EXPIRE', KEYS[1], ttl)
-emit(KEYS[2], ARGV[5], tonumber(ARGV[15]), 'state', ARGV[4])
-fold(KEYS[1], set_of(ARGV[16]))
-local t = turns_at(3, 7)
-release(t, ARGV[6])
-feed(t)
+ended(KEYS[1], KEYS[2], ARGV[5], ARGV[15], ARGV[4], ARGV[16], turns_at(3, 7), ARGV[6])
 return 1

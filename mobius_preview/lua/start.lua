@@ -45,9 +45,8 @@ hset_table(KEYS[1], fields)
 redis.call('EXPIRE', KEYS[1], ttl)
 emit(KEYS[2], ARGV[8], ttl, 'state', ARGV[7])
 if done then
-  emit(KEYS[2], ARGV[8], tonumber(ARGV[19]), 'state', ARGV[6])
-  fold(KEYS[1], set_of(ARGV[20]))
-  release(t, ARGV[10])
+  ended(KEYS[1], KEYS[2], ARGV[8], ARGV[19], ARGV[6], ARGV[20], t, ARGV[10])
+else
+  feed(t)
 end
-feed(t)
 return {state or '', tostring(deliveries), '', before[1] or '', before[2] or '', before[3] or ''}

@@ -16,9 +16,5 @@
 local ttl = tonumber(ARGV[2])
 hset_json(KEYS[1], ARGV[1])
 redis.call('EXPIRE', KEYS[1], ttl)
-emit(KEYS[2], ARGV[4], tonumber(ARGV[14]), 'state', ARGV[3])
-fold(KEYS[1], set_of(ARGV[15]))
-local t = turns_at(3, 6)
-release(t, ARGV[5])
-feed(t)
+ended(KEYS[1], KEYS[2], ARGV[4], ARGV[14], ARGV[3], ARGV[15], turns_at(3, 6), ARGV[5])
 return 1
