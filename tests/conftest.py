@@ -467,3 +467,28 @@ def deploy_metric_names() -> set[str]:
                  *(REPO / "deploy" / "grafana").glob("*.json")]:
         names.update(pattern.findall(path.read_text()))
     return names
+
+
+@contextmanager
+def api_in_thread(env: dict[str, str]) -> Iterator[str]:
+    """The HTTP API (uvicorn) on a loopback port in a thread of this process, with ``env``
+    set for as long as it serves; yields its base URL."""
+    import uvicorn
+
+    from mobius_preview.api import create_app
+
+    os.environ.update(env)
+    config.reload()
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: server.started, timeout=20)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        for name in env:
+            os.environ.pop(name, None)
+        config.reload()

@@ -9,18 +9,15 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-import uvicorn
-from conftest import RUN_DIR, free_port, tiny_render_job, wait_for
+from conftest import RUN_DIR, api_in_thread, tiny_render_job, wait_for
 
 from mobius_preview import access
-from mobius_preview.api import create_app
 
 KEY = "test-api-key-0123456789"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -31,27 +28,9 @@ TEAM = {"Authorization": f"Bearer {TEAM_KEY}"}
 @pytest.fixture(scope="module")
 def api_url():
     """uvicorn serving the API on a loopback port, in a thread of this process."""
-    import os
-
-    from mobius_preview import config
-
-    os.environ.update(PREVIEW_API_KEYS=f"other-key,{KEY},{TEAM_KEY}:proj-catan-demo+proj-team",
-                      PREVIEW_SIGNING_KEY="signing-secret-for-tests")
-    config.reload()
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
-    for name in ("PREVIEW_API_KEYS", "PREVIEW_SIGNING_KEY"):
-        os.environ.pop(name, None)
-    config.reload()
+    with api_in_thread({"PREVIEW_API_KEYS": f"other-key,{KEY},{TEAM_KEY}:proj-catan-demo+proj-team",
+                        "PREVIEW_SIGNING_KEY": "signing-secret-for-tests"}) as url:
+        yield url
 
 
 @pytest.fixture

@@ -5,20 +5,16 @@ from __future__ import annotations
 
 import hashlib
 import os
-import threading
-import time
 import uuid
 
 import httpx
 import pytest
 import seaweed
-import uvicorn
 from assetserver import unique_png
-from conftest import RUN_DIR, free_port, tiny_render_job
+from conftest import RUN_DIR, api_in_thread, tiny_render_job
 
 import mobius_preview
-from mobius_preview import client, config
-from mobius_preview.api import create_app
+from mobius_preview import client
 
 # A live uvicorn and a real SeaweedFS: not in `make check`; `make test` starts them first.
 pytestmark = pytest.mark.slow(4)
@@ -30,21 +26,8 @@ BUCKET = "uploads"
 
 @pytest.fixture(scope="module")
 def api_url():
-    os.environ.update(PREVIEW_API_KEYS=KEY)
-    config.reload()
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
-    os.environ.pop("PREVIEW_API_KEYS", None)
-    config.reload()
+    with api_in_thread({"PREVIEW_API_KEYS": KEY}) as url:
+        yield url
 
 
 @pytest.fixture
