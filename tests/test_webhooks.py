@@ -71,8 +71,10 @@ def hooks(settings_env):
 
 
 def _webhook_done(job_id: str) -> dict:
+    # A bound on the wait, not what is judged: on a loaded CI machine the delivery has been
+    # seen to wait its turn past 60 s behind the in-process worker's two threads.
     return wait_for(lambda: (w := client.status(job_id)["webhook"]) and w["state"] in
-                    ("delivered", "refused", "dead") and w, timeout=60)
+                    ("delivered", "refused", "dead") and w, timeout=150)
 
 
 def test_a_receiver_that_fails_three_times_gets_exactly_one_accepted_delivery(hooks, worker, make_job):
